@@ -1,0 +1,363 @@
+"""Datasets by name, as float tensors in [0, 1].
+
+    from vaelab import data
+    train = data.load("fashion-mnist")            # ImageSet(images N x 1 x 28 x 28, labels N)
+    test = data.load("cifar10", "test", limit=1000)
+
+Every loader reads the dataset's own on-disk format, so a small file written in
+that format (as the tests do) goes through exactly the same code as the real data.
+Data lives under `data_root()`; see there for how that folder is chosen.
+"""
+
+import gzip
+import hashlib
+import os
+import pickle
+import shutil
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torchvision
+from torch import Tensor
+from PIL import Image
+from torchvision.transforms.v2.functional import InterpolationMode, resize
+
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "celeba", "digits")
+SPLITS = {name: ("train", "valid", "test") if name == "celeba" else ("train", "test") for name in DATASETS}
+
+# Folders where an operating-system package installs a dataset (checked after the data root).
+# A dict, not a constant inside a function, so tests can point it at their own folders.
+SYSTEM_DIRS = {
+    "mnist": [],
+    "fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")],  # Debian: dataset-fashion-mnist
+}
+
+# The four files of an MNIST-style dataset, as torchvision expects them in <root>/<Class>/raw/.
+IDX_FILES = (
+    "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"
+)
+
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+# CelebA: aligned 178x218 faces, cropped to the central 128x128 (rows 45..172, columns 25..152),
+# then shrunk to 64x64, the usual preprocessing for 64x64 face VAEs.
+CELEBA_SIZE = (218, 178)  # height, width of an aligned image
+CELEBA_CROP = (slice(45, 173), slice(25, 153))
+CELEBA_PARTITIONS = {"train": 0, "valid": 1, "test": 2}
+
+HOW_TO_GET = {
+    "mnist": [
+        'call load("mnist", download=True) on a machine with internet access, or',
+        "put the four files from https://ossci-datasets.s3.amazonaws.com/mnist/ "
+        "(gunzipped: train-images-idx3-ubyte, ...) into {root}/MNIST/raw/",
+    ],
+    "fashion-mnist": [
+        "install the Debian/Ubuntu package: sudo apt install dataset-fashion-mnist, or",
+        'call load("fashion-mnist", download=True) on a machine with internet access, or',
+        "put the four files from https://github.com/zalandoresearch/fashion-mnist "
+        "(gunzipped: train-images-idx3-ubyte, ...) into {root}/FashionMNIST/raw/",
+    ],
+    "cifar10": [
+        'call load("cifar10", download=True) on a machine with internet access, or',
+        "download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and extract it into {root}/",
+    ],
+    "celeba": [
+        "download img_align_celeba.zip and list_eval_partition.txt (optionally list_attr_celeba.txt) "
+        "by hand from https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html and place "
+        "img_align_celeba/ and the .txt files under {root}/celeba/ "
+        "(the automatic Google Drive download often fails)",
+    ],
+}
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset is in none of the places looked in and could not be downloaded."""
+
+
+class ImageSet(NamedTuple):
+    """A whole split of a dataset in memory."""
+
+    images: Tensor  # float32, N x C x H x W, values in [0, 1]
+    labels: Tensor  # int64, N class labels (CelebA: N x 40 attribute bits, N x 0 without the attribute file)
+
+
+def data_root() -> Path:
+    """Folder that holds the datasets.
+
+    $VAELAB_DATA if set; else the data/ folder of the source checkout vaelab was imported
+    from (so notebooks anywhere in the repository share one copy); else ./data.
+    """
+    if os.environ.get("VAELAB_DATA"):
+        return Path(os.environ["VAELAB_DATA"]).expanduser()
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "data").is_dir() and (checkout / "pyproject.toml").is_file():
+        return checkout / "data"
+    return Path.cwd() / "data"
+
+
+def load(
+    name: str,
+    split: str = "train",
+    *,
+    root: str | os.PathLike | None = None,
+    pad_to_32: bool = False,
+    limit: int | None = None,
+    download: bool = True,
+) -> ImageSet:
+    """Load one split of a dataset as float32 images in [0, 1] with their labels.
+
+    name: one of DATASETS. split: "train" or "test" ("valid" too for celeba).
+    root: data folder, default data_root(). limit: keep only the first `limit` images.
+    pad_to_32: zero-pad 28x28 images to 32x32 (image at [2:30, 2:30]) so that
+    architectures built for 32x32 inputs can be reused. download: allow fetching
+    the dataset from the internet when it is not found locally.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if split not in SPLITS[name]:
+        raise ValueError(f"{name} has no split {split!r}; choose one of {', '.join(SPLITS[name])}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0 or None, got {limit}")
+    root = Path(root) if root is not None else data_root()
+
+    if name in ("mnist", "fashion-mnist"):
+        images, labels = _load_idx(name, split, root, download)
+    elif name == "cifar10":
+        images, labels = _load_cifar10(split, root, download)
+    elif name == "celeba":
+        images, labels = _load_celeba(split, root, download, limit)
+    else:
+        images, labels = _load_digits(split)
+
+    images, labels = images[:limit], labels[:limit]
+    images = images.float() / (16 if name == "digits" else 255)
+    if pad_to_32:
+        if images.shape[-2:] != (28, 28):
+            raise ValueError(f"pad_to_32 needs 28x28 images, {name} has {tuple(images.shape[-2:])}")
+        images = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    # NaN fails both comparisons, so this also rejects non-finite values.
+    if not ((images >= 0) & (images <= 1)).all():
+        raise ValueError(f"{name} {split}: pixel values outside [0, 1]")
+    return ImageSet(images.contiguous(), labels.long())
+
+
+# ---------------------------------------------------------------- MNIST and Fashion-MNIST
+
+
+def _load_idx(name: str, split: str, root: Path, download: bool) -> tuple[Tensor, Tensor]:
+    """MNIST-style IDX files through torchvision: root, then system folders, then download."""
+    dataset_class = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.FashionMNIST
+    raw = root / dataset_class.__name__ / "raw"  # where torchvision reads the uncompressed files
+    looked_in = [f"{raw} (torchvision layout)"]
+    if not _has_idx_files(raw):
+        for system_dir in SYSTEM_DIRS.get(name, []):
+            looked_in.append(f"{system_dir} (system package)")
+            if all((system_dir / f"{file}.gz").is_file() for file in IDX_FILES):
+                _gunzip_idx_files(system_dir, raw)
+                break
+    download_error = None
+    if not _has_idx_files(raw) and download:
+        try:
+            dataset_class(root, download=True)
+        except Exception as error:  # any failure here just means "not available"; it is reported below
+            download_error = error
+    if not _has_idx_files(raw):
+        raise _not_found(name, split, root, looked_in, download, download_error)
+
+    prefix = "train" if split == "train" else "t10k"
+    files = f"{raw / prefix}-images-idx3-ubyte and {raw / prefix}-labels-idx1-ubyte"
+    try:
+        dataset = dataset_class(root, train=split == "train")
+    except (AssertionError, RuntimeError, TypeError, ValueError) as error:
+        raise ValueError(f"could not read the IDX files {files}: {error!r}") from error
+    if len(dataset.data) != len(dataset.targets):
+        raise ValueError(f"{files} hold {len(dataset.data)} images but {len(dataset.targets)} labels")
+    return dataset.data.unsqueeze(1), dataset.targets
+
+
+def _has_idx_files(raw: Path) -> bool:
+    # torchvision needs all four files even to read one split.
+    return all((raw / file).is_file() for file in IDX_FILES)
+
+
+def _gunzip_idx_files(source_dir: Path, raw: Path) -> None:
+    """Decompress <source_dir>/*.gz into raw/, where torchvision reads them."""
+    raw.mkdir(parents=True, exist_ok=True)
+    for file in IDX_FILES:
+        source, partial = source_dir / f"{file}.gz", raw / f"{file}.partial"
+        try:
+            with gzip.open(source) as compressed, open(partial, "wb") as out:
+                shutil.copyfileobj(compressed, out)
+        except (OSError, EOFError) as error:
+            raise ValueError(f"could not decompress {source} into {raw}: {error}") from error
+        os.replace(partial, raw / file)  # a complete file or none, even if interrupted
+
+
+# ---------------------------------------------------------------- CIFAR-10
+
+
+def _load_cifar10(split: str, root: Path, download: bool) -> tuple[Tensor, Tensor]:
+    """The official python pickle batches in root/cifar-10-batches-py/.
+
+    Read by our own code because torchvision's CIFAR10 insists on the md5 sums of the
+    real files; torchvision is used only to download and extract them.
+    """
+    folder = root / CIFAR10_FOLDER
+    paths = [folder / batch for batch in CIFAR10_BATCHES["train"] + CIFAR10_BATCHES["test"]]
+    download_error = None
+    if not all(path.is_file() for path in paths) and download:
+        try:
+            torchvision.datasets.CIFAR10(root, download=True)
+        except Exception as error:  # any failure here just means "not available"; it is reported below
+            download_error = error
+    if not all(path.is_file() for path in paths):
+        raise _not_found("cifar10", split, root, [f"{folder} (official python batches)"], download, download_error)
+
+    batches = [_read_cifar10_batch(folder / batch) for batch in CIFAR10_BATCHES[split]]
+    return torch.cat([images for images, _ in batches]), torch.cat([labels for _, labels in batches])
+
+
+def _read_cifar10_batch(path: Path) -> tuple[Tensor, Tensor]:
+    """One batch: a pickled dict with b"data" (uint8 N x 3072, R then G then B planes) and b"labels"."""
+    try:
+        with open(path, "rb") as file:
+            batch = pickle.load(file, encoding="bytes")  # written by Python 2, so keys are bytes
+        pixels = np.asarray(batch[b"data"])
+        labels = torch.tensor(batch[b"labels"], dtype=torch.int64)
+    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable CIFAR-10 batch: {error!r}") from error
+    if pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != 3072 or len(pixels) != len(labels):
+        raise ValueError(f"{path}: expected uint8 data of shape N x 3072 and N labels, "
+                         f"got {pixels.dtype} {pixels.shape} and {len(labels)} labels")
+    return torch.from_numpy(pixels.copy()).reshape(-1, 3, 32, 32), labels
+
+
+# ---------------------------------------------------------------- CelebA
+
+
+def _load_celeba(split: str, root: Path, download: bool, limit: int | None) -> tuple[Tensor, Tensor]:
+    """Aligned CelebA faces cropped and resized to 64x64, in sorted file-name order.
+
+    Decoding ~160k JPEGs takes minutes, so each processed split is cached as
+    root/celeba/celeba64_<split>.pt. The cache remembers which files it was built
+    from; if the folder changes, it is rebuilt. (Delete it if you edit images in place.)
+    """
+    folder = root / "celeba"
+    images_dir, partition_file = folder / "img_align_celeba", folder / "list_eval_partition.txt"
+    attributes_file = folder / "list_attr_celeba.txt"
+    download_error = None
+    if not (images_dir.is_dir() and partition_file.is_file()) and download:
+        try:
+            torchvision.datasets.CelebA(root, split="all", download=True)
+        except Exception as error:  # any failure here just means "not available"; it is reported below
+            download_error = error
+    if not (images_dir.is_dir() and partition_file.is_file()):
+        looked_in = [f"{images_dir} (aligned JPEGs)", f"{partition_file} (official split)"]
+        raise _not_found("celeba", split, root, looked_in, download, download_error)
+
+    # The split's images that are actually on disk, so a partial download still works.
+    on_disk = set(os.listdir(images_dir))
+    names = sorted(name for name, part in _read_partition(partition_file).items()
+                   if part == CELEBA_PARTITIONS[split] and name in on_disk)
+    fingerprint = hashlib.sha1("\n".join(names).encode()).hexdigest()
+    cache_key = f"{len(names)} files, sha1 of names {fingerprint}, attributes {attributes_file.is_file()}"
+
+    cache_file = folder / f"celeba64_{split}.pt"
+    if cache_file.is_file():
+        try:
+            cache = torch.load(cache_file, weights_only=True)
+        except Exception as error:
+            raise ValueError(f"could not read the cache {cache_file}; delete it to rebuild: {error!r}") from error
+        if cache.get("key") == cache_key:
+            return cache["images"], cache["labels"]
+
+    # Asked for a few images only: decode just those and leave the full cache for later.
+    if limit is not None and limit < len(names):
+        names = names[:limit]
+        cache_file = None
+    images = torch.zeros(len(names), 3, 64, 64, dtype=torch.uint8)  # filled in place: no second copy
+    for i, name in enumerate(names):
+        images[i] = _read_celeba64(images_dir / name)
+    if attributes_file.is_file():
+        labels = _read_attributes(attributes_file, names)
+    else:
+        labels = torch.zeros(len(names), 0, dtype=torch.int64)
+    if cache_file is not None:
+        partial = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.partial")
+        torch.save({"key": cache_key, "images": images, "labels": labels}, partial)
+        os.replace(partial, cache_file)  # readers never see a half-written cache
+    return images, labels
+
+
+def _read_partition(path: Path) -> dict[str, int]:
+    """list_eval_partition.txt: lines "000001.jpg 0" with 0 = train, 1 = valid, 2 = test."""
+    rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        return {file: int(part) for file, part in rows}
+    except ValueError as error:
+        raise ValueError(f"{path}: expected lines like '000001.jpg 0': {error}") from error
+
+
+def _read_attributes(path: Path, names: list[str]) -> Tensor:
+    """list_attr_celeba.txt (a count, the 40 attribute names, then "000001.jpg -1 1 ...") -> 0/1 bits."""
+    lines = path.read_text().splitlines()
+    try:
+        attribute_names = lines[1].split()
+        rows = {fields[0]: fields[1:] for fields in map(str.split, lines[2:]) if fields}
+        values = torch.tensor([[int(value) for value in rows[name]] for name in names], dtype=torch.int64)
+        values = values.reshape(len(names), len(attribute_names))
+    except (IndexError, KeyError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{path}: missing or malformed attributes ({error!r})") from error
+    return (values > 0).long()
+
+
+def _read_celeba64(path: Path) -> Tensor:
+    """One aligned 178x218 image -> uint8 3 x 64 x 64 of the central face crop."""
+    try:
+        with Image.open(path) as file:
+            image = torch.from_numpy(np.array(file.convert("RGB"))).permute(2, 0, 1)  # H x W x C -> C x H x W
+    except OSError as error:  # also what Pillow raises for unknown or truncated images
+        raise ValueError(f"could not decode the image {path}: {error}") from error
+    if tuple(image.shape[1:]) != CELEBA_SIZE:
+        raise ValueError(f"{path} is {image.shape[2]}x{image.shape[1]}, expected an aligned 178x218 CelebA image")
+    crop = image[:, CELEBA_CROP[0], CELEBA_CROP[1]]
+    return resize(crop, [64, 64], interpolation=InterpolationMode.BILINEAR, antialias=True)
+
+
+# ---------------------------------------------------------------- digits
+
+
+def _load_digits(split: str) -> tuple[Tensor, Tensor]:
+    """scikit-learn's 1797 8x8 digits (values 0..16); ships with sklearn, so always offline.
+
+    Split deterministically: the first 1437 (80%) are train, the last 360 test.
+    """
+    from sklearn.datasets import load_digits  # imported here: sklearn is slow to import
+
+    digits = load_digits()
+    images = torch.from_numpy(digits.images).unsqueeze(1)  # float64 0..16, N x 1 x 8 x 8
+    labels = torch.from_numpy(digits.target)
+    part = slice(None, 1437) if split == "train" else slice(1437, None)
+    return images[part], labels[part]
+
+
+# ---------------------------------------------------------------- errors
+
+
+def _not_found(name, split, root, looked_in, download, download_error) -> DatasetNotFoundError:
+    """An error that says where we looked and how to get the data."""
+    if not download:
+        tried = "not tried (download=False)"
+    elif download_error is not None:
+        tried = f"failed: {download_error!r}"
+    else:
+        tried = "finished, but the files are still missing"
+    lines = [f"{name} ({split} split) not found. Looked in:"]
+    lines += [f"  {place}" for place in looked_in]
+    lines += [f"Download {tried}.", "To get it:"]
+    lines += [f"  {hint.format(root=root)}" for hint in HOW_TO_GET[name]]
+    lines += [f"Or set the environment variable VAELAB_DATA to a data folder that has it (now using {root})."]
+    return DatasetNotFoundError("\n".join(lines))

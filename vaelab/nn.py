@@ -1,0 +1,66 @@
+"""Building blocks of the Split-VAE network (spec 1.2), shared by every model in vaelab.
+
+The blocks follow `split_vae.py` of Asperti, Bugo & Filippini, itself derived from the ResNet of Dai & Wipf's
+Two-Stage VAE: pre-activation residual blocks whose shortcut is always a learned projection, never the identity.
+"""
+from torch import Tensor, nn
+
+# Keras BatchNormalization(momentum=.999, epsilon=1e-5) keeps 99.9% of the running statistics at each step;
+# PyTorch's momentum is the weight of the *new* value, hence 0.001.
+BN_MOMENTUM = 0.001
+BN_EPS = 1e-5
+
+
+class ResBlock(nn.Module):
+    """y = conv(swish(bn(conv(swish(bn(x)))))) + conv(x): two pre-activation steps and a 3x3 conv shortcut."""
+
+    def __init__(self, in_channels: int, out_channels: int, depth: int = 2, kernel_size: int = 3):
+        super().__init__()
+        layers, channels = [], in_channels
+        for _ in range(depth):
+            layers += [
+                nn.BatchNorm2d(channels, momentum=BN_MOMENTUM, eps=BN_EPS),
+                nn.SiLU(),  # swish
+                nn.Conv2d(channels, out_channels, kernel_size, padding="same"),
+            ]
+            channels = out_channels
+        self.body = nn.Sequential(*layers)
+        self.shortcut = nn.Conv2d(in_channels, out_channels, kernel_size, padding="same")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x) + self.shortcut(x)
+
+
+class ResFcBlock(nn.Module):
+    """The dense twin of ResBlock: two [BN -> swish -> Linear] steps plus a Linear shortcut."""
+
+    def __init__(self, in_features: int, out_features: int, depth: int = 2):
+        super().__init__()
+        layers, features = [], in_features
+        for _ in range(depth):
+            layers += [
+                nn.BatchNorm1d(features, momentum=BN_MOMENTUM, eps=BN_EPS),
+                nn.SiLU(),
+                nn.Linear(features, out_features),
+            ]
+            features = out_features
+        self.body = nn.Sequential(*layers)
+        self.shortcut = nn.Linear(in_features, out_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x) + self.shortcut(x)
+
+
+def scale_block(in_channels: int, out_channels: int, blocks: int = 1, depth: int = 2) -> nn.Sequential:
+    """`blocks` ResBlocks at one resolution (the paper uses one block per scale)."""
+    return nn.Sequential(*[ResBlock(in_channels if i == 0 else out_channels, out_channels, depth) for i in range(blocks)])
+
+
+def upsample(in_channels: int, out_channels: int) -> nn.ConvTranspose2d:
+    """Keras Conv2DTranspose(3x3, stride 2, 'same'): doubles height and width exactly."""
+    return nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=1, output_padding=1)
+
+
+def downsample(in_channels: int, out_channels: int) -> nn.Conv2d:
+    """Keras Conv2D(3x3, stride 2, 'same'), no activation after it (the next ResBlock is pre-activation)."""
+    return nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1)

@@ -1,0 +1,117 @@
+"""Split-VAE (Asperti, Bugo & Filippini 2022, spec 1): a VAE whose decoder draws two images and a mask.
+
+    sigma, x1, x2 = sigmoid(one last conv with 2C+1 channels), split [sigma (1) | x1 (C) | x2 (C)]
+    x_hat = sigma * x1 + (1 - sigma) * x2          (sigma has one channel, broadcast over the C colour channels)
+
+Nothing else changes: the encoder, the prior and the loss are the plain VAE's, and the loss only ever sees x_hat.
+No term asks x1, x2 or sigma to look like anything, so how the network uses the split is its own choice.
+The architecture presets are `vaelab.vae.PRESETS` (the paper's networks differ from the VAE's only in the head).
+"""
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .vae import VAE, VAEOutput
+
+# Keras-style parameter counts the paper reports for its three networks (Tables 1, 3, 4).
+PAPER_PARAMETERS = {"mnist": 12_793_667, "cifar10": 13_061_143, "celeba": 28_989_363}
+# Components of the ex-post Gaussian mixture: the paper's text (the released code uses 100 for MNIST too).
+PAPER_GMM_COMPONENTS = {"mnist": 20, "cifar10": 100, "celeba": 100}
+
+
+def blend(sigma: Tensor, x1: Tensor, x2: Tensor) -> Tensor:
+    r"""x_hat = sigma (.) x1 + (1 - sigma) (.) x2, point-wise; sigma's single channel is broadcast over colours."""
+    return sigma * x1 + (1 - sigma) * x2
+
+
+@dataclass
+class SplitVAEOutput(VAEOutput):
+    sigma: Tensor  # N x 1 x H x W, in [0,1]
+    x1: Tensor  # N x C x H x W, in [0,1]
+    x2: Tensor
+
+
+class SplitImages(NamedTuple):
+    """What the decoder draws for a batch of latent codes: the output and its three parts."""
+
+    x: Tensor
+    x1: Tensor
+    x2: Tensor
+    sigma: Tensor
+
+
+class SplitVAE(VAE):
+    """The VAE of `vaelab.vae` with the Split-VAE head: the decoder's last conv emits 2C+1 channels."""
+
+    @property
+    def decoder_channels(self) -> int:
+        return 1 + 2 * self.config.in_channels  # sigma, x1, x2
+
+    def decode_parts(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(sigma, x1, x2): all three are sigmoids of the same last conv, as in the original code."""
+        c = self.config.in_channels
+        sigma, x1, x2 = torch.sigmoid(self.decoder(z)).split([1, c, c], dim=1)
+        return sigma, x1, x2
+
+    def decode(self, z: Tensor) -> Tensor:
+        return blend(*self.decode_parts(z))
+
+    def forward(self, x: Tensor) -> SplitVAEOutput:
+        mu, logvar = self.encode(x)
+        z = self.encoder.sample(mu, logvar)
+        sigma, x1, x2 = self.decode_parts(z)
+        return SplitVAEOutput(blend(sigma, x1, x2), mu, logvar, z, sigma=sigma, x1=x1, x2=x2)
+
+    @torch.no_grad()
+    def generate(self, z: Tensor) -> SplitImages:
+        """x, x1, x2 and sigma for latent codes from anywhere: the prior, an ex-post GMM, an encoder.
+
+        `sample(n)`, inherited from VAE, still returns x alone, so code written for any VAE keeps working.
+        """
+        parameter = next(self.parameters())
+        sigma, x1, x2 = self.decode_parts(z.to(parameter.device, parameter.dtype))
+        return SplitImages(blend(sigma, x1, x2), x1, x2, sigma)
+
+
+def random_mix(x1: Tensor, x2: Tensor, seed: int = 0) -> Tensor:
+    """The paper's "mix" sample set: half of the images taken from x1, the other half from x2.
+
+    The original code takes the first half from x1 and the second from x2; we draw the half at random (with a
+    seed), so that the mix does not depend on how the samples happen to be ordered.
+    """
+    if x1.shape != x2.shape:
+        raise ValueError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
+    from_x1 = torch.randperm(len(x1), generator=torch.Generator().manual_seed(seed))[: len(x1) // 2]
+    mix = x2.clone()
+    mix[from_x1.to(x1.device)] = x1[from_x1.to(x1.device)]
+    return mix
+
+
+def keras_parameter_count(model: nn.Module) -> int:
+    """Parameters as Keras counts them, to compare with the paper: Keras adds BatchNorm's running mean and
+    variance (non-trainable weights), two numbers per normalised channel, that PyTorch keeps as buffers."""
+    batch_norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    return sum(p.numel() for p in model.parameters()) + sum(2 * m.num_features for m in batch_norms)
+
+
+def high_frequency_share(maps: Tensor, cutoff: float = 0.25) -> Tensor:
+    r"""Share of each map's spectral energy above the radial frequency `cutoff` (cycles per pixel), per image.
+
+        share = sum_{|f| > cutoff} |F(s - mean s)|^2  /  sum_f |F(s - mean s)|^2
+
+    F is the 2-D discrete Fourier transform. The Nyquist frequency is 0.5 cycles per pixel along each axis, so a
+    pixel checkerboard sits at |f| = 0.71 and a pattern with a period of 4 pixels at |f| = 0.25. A "syntactic"
+    sigma map (complementary high-frequency sub-images) has most of its energy above the cutoff; a "semantic"
+    one (shapes, contours) has little. A constant map has no energy at all and gets share 0.
+    """
+    height, width = maps.shape[-2:]
+    centred = maps - maps.mean(dim=(-2, -1), keepdim=True)  # drop the DC term: only the pattern counts
+    power = torch.fft.fft2(centred).abs() ** 2
+    fy, fx = torch.fft.fftfreq(height, device=maps.device), torch.fft.fftfreq(width, device=maps.device)
+    radius = (fy[:, None] ** 2 + fx[None, :] ** 2).sqrt()
+    total = power.flatten(-2).sum(-1)
+    high = power[..., radius > cutoff].sum(-1)
+    share = torch.where(total > 0, high / total.clamp_min(torch.finfo(maps.dtype).tiny), torch.zeros_like(total))
+    return share.flatten(1).mean(-1)  # average over channels (sigma has one)
