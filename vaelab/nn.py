@@ -6,20 +6,23 @@ Two-Stage VAE: pre-activation residual blocks whose shortcut is always a learned
 from torch import Tensor, nn
 
 # Keras BatchNormalization(momentum=.999, epsilon=1e-5) keeps 99.9% of the running statistics at each step;
-# PyTorch's momentum is the weight of the *new* value, hence 0.001.
-BN_MOMENTUM = 0.001
+# PyTorch's momentum is the weight of the *new* value, hence 0.001. Its time constant is 1,000 steps: right for
+# the paper's 150,000 steps, far too slow for a run of a few hundred, which would evaluate with barely-updated
+# statistics. So it is a parameter, and VAEConfig.bn_momentum chooses it.
+PAPER_BN_MOMENTUM = 0.001
 BN_EPS = 1e-5
 
 
 class ResBlock(nn.Module):
     """y = conv(swish(bn(conv(swish(bn(x)))))) + conv(x): two pre-activation steps and a 3x3 conv shortcut."""
 
-    def __init__(self, in_channels: int, out_channels: int, depth: int = 2, kernel_size: int = 3):
+    def __init__(self, in_channels: int, out_channels: int, depth: int = 2, kernel_size: int = 3,
+                 bn_momentum: float = PAPER_BN_MOMENTUM):
         super().__init__()
         layers, channels = [], in_channels
         for _ in range(depth):
             layers += [
-                nn.BatchNorm2d(channels, momentum=BN_MOMENTUM, eps=BN_EPS),
+                nn.BatchNorm2d(channels, momentum=bn_momentum, eps=BN_EPS),
                 nn.SiLU(),  # swish
                 nn.Conv2d(channels, out_channels, kernel_size, padding="same"),
             ]
@@ -34,12 +37,12 @@ class ResBlock(nn.Module):
 class ResFcBlock(nn.Module):
     """The dense twin of ResBlock: two [BN -> swish -> Linear] steps plus a Linear shortcut."""
 
-    def __init__(self, in_features: int, out_features: int, depth: int = 2):
+    def __init__(self, in_features: int, out_features: int, depth: int = 2, bn_momentum: float = PAPER_BN_MOMENTUM):
         super().__init__()
         layers, features = [], in_features
         for _ in range(depth):
             layers += [
-                nn.BatchNorm1d(features, momentum=BN_MOMENTUM, eps=BN_EPS),
+                nn.BatchNorm1d(features, momentum=bn_momentum, eps=BN_EPS),
                 nn.SiLU(),
                 nn.Linear(features, out_features),
             ]
@@ -51,9 +54,11 @@ class ResFcBlock(nn.Module):
         return self.body(x) + self.shortcut(x)
 
 
-def scale_block(in_channels: int, out_channels: int, blocks: int = 1, depth: int = 2) -> nn.Sequential:
+def scale_block(in_channels: int, out_channels: int, blocks: int = 1, depth: int = 2,
+                bn_momentum: float = PAPER_BN_MOMENTUM) -> nn.Sequential:
     """`blocks` ResBlocks at one resolution (the paper uses one block per scale)."""
-    return nn.Sequential(*[ResBlock(in_channels if i == 0 else out_channels, out_channels, depth) for i in range(blocks)])
+    return nn.Sequential(*[ResBlock(in_channels if i == 0 else out_channels, out_channels, depth, bn_momentum=bn_momentum)
+                           for i in range(blocks)])
 
 
 def upsample(in_channels: int, out_channels: int) -> nn.ConvTranspose2d:

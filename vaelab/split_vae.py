@@ -34,12 +34,12 @@ class SplitVAEOutput(VAEOutput):
 
 
 class SplitImages(NamedTuple):
-    """What the decoder draws for a batch of latent codes: the output and its three parts."""
+    """What the decoder draws for a batch of latent codes, in the paper's figure order (top to bottom)."""
 
-    x: Tensor
+    sigma: Tensor
     x1: Tensor
     x2: Tensor
-    sigma: Tensor
+    x: Tensor
 
 
 class SplitVAE(VAE):
@@ -65,14 +65,17 @@ class SplitVAE(VAE):
         return SplitVAEOutput(blend(sigma, x1, x2), mu, logvar, z, sigma=sigma, x1=x1, x2=x2)
 
     @torch.no_grad()
-    def generate(self, z: Tensor) -> SplitImages:
-        """x, x1, x2 and sigma for latent codes from anywhere: the prior, an ex-post GMM, an encoder.
+    def generate(self, z: Tensor, batch_size: int = 500) -> SplitImages:
+        """x, x1, x2 and sigma for latent codes from anywhere (the prior, an ex-post GMM, an encoder), decoded in
+        batches and returned on the CPU, ready to plot or measure.
 
         `sample(n)`, inherited from VAE, still returns x alone, so code written for any VAE keeps working.
         """
+        self.eval()
         parameter = next(self.parameters())
-        sigma, x1, x2 = self.decode_parts(z.to(parameter.device, parameter.dtype))
-        return SplitImages(blend(sigma, x1, x2), x1, x2, sigma)
+        parts = [self.decode_parts(chunk.to(parameter.device, parameter.dtype)) for chunk in z.split(batch_size)]
+        sigma, x1, x2 = (torch.cat(part).cpu() for part in zip(*parts))
+        return SplitImages(sigma, x1, x2, blend(sigma, x1, x2))
 
 
 def random_mix(x1: Tensor, x2: Tensor, seed: int = 0) -> Tensor:

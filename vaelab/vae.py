@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from .nn import ResFcBlock, downsample, scale_block, upsample
+from .nn import PAPER_BN_MOMENTUM, ResFcBlock, downsample, scale_block, upsample
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class VAEConfig:
     emb_dim: int = 512
     blocks_per_scale: int = 1
     decoder_start: int = 4  # the decoder's first resolution; it doubles up to image_size
+    bn_momentum: float = PAPER_BN_MOMENTUM  # see vaelab.nn: short runs need faster-moving statistics
 
     def __post_init__(self):
         steps = math.log2(self.image_size / self.decoder_start)
@@ -46,7 +47,7 @@ PRESETS = {
     "cifar10": VAEConfig(image_size=32, in_channels=3, latent_dim=200),
     "celeba": VAEConfig(image_size=64, in_channels=3, latent_dim=150),
     "quick": VAEConfig(image_size=28, in_channels=1, latent_dim=16, base_dim=24, num_scales=2, emb_dim=128,
-                       decoder_start=7),
+                       decoder_start=7, bn_momentum=0.1),
 }
 PAPER_BETA = {"mnist": 8.0, "cifar10": 3.0, "celeba": 3.0}
 
@@ -59,9 +60,10 @@ class Encoder(nn.Module):
         c = config
         layers, dim = [downsample(c.in_channels, c.base_dim)], c.base_dim
         for _ in range(c.num_scales - 1):
-            layers += [scale_block(dim, dim, c.blocks_per_scale), downsample(dim, 2 * dim)]
+            layers += [scale_block(dim, dim, c.blocks_per_scale, bn_momentum=c.bn_momentum), downsample(dim, 2 * dim)]
             dim *= 2
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), ResFcBlock(dim, c.emb_dim))
+        pool = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.features = nn.Sequential(*layers, *pool, ResFcBlock(dim, c.emb_dim, bn_momentum=c.bn_momentum))
         self.to_mu = nn.Linear(c.emb_dim, c.latent_dim)
         self.to_logvar = nn.Linear(c.emb_dim, c.latent_dim)
 
@@ -105,7 +107,7 @@ class Decoder(nn.Module):
         self.grid_shape = (dims[0], c.decoder_start, c.decoder_start)
         layers = []
         for d_in, d_out in zip(dims, dims[1:]):
-            layers += [upsample(d_in, d_out), scale_block(d_out, d_out, c.blocks_per_scale)]
+            layers += [upsample(d_in, d_out), scale_block(d_out, d_out, c.blocks_per_scale, bn_momentum=c.bn_momentum)]
         layers.append(nn.Conv2d(dims[-1], out_channels, 3, padding="same"))
         self.body = nn.Sequential(*layers)
 

@@ -1,0 +1,119 @@
+"""vaelab.viz: the figure layout, the pictures, and the widget state a notebook embeds for the rendered book."""
+import base64
+import io
+from pathlib import Path
+
+import ipywidgets as widgets
+import matplotlib
+import nbformat
+import numpy as np
+import pytest
+import torch
+from nbclient import NotebookClient
+from PIL import Image
+
+import vaelab
+from vaelab import VAEConfig, viz
+from vaelab.split_vae import SplitVAE, blend
+
+matplotlib.use("Agg")
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def test_split_rows_follow_the_paper_layout():
+    sigma, x1, x2, x = (torch.full((3, 1, 6, 6), v) for v in (0.0, 0.25, 0.5, 0.75))
+    ax = viz.show_split_rows(sigma, x1, x2, x, n=3)
+    assert [label.get_text() for label in ax.get_yticklabels()] == list(viz.SPLIT_ROWS)
+    shown = ax.get_images()[0].get_array()
+    assert shown.shape == (4 * 8 + 2, 3 * 8 + 2)  # 4 rows, 3 columns of 6x6 images with 2-pixel borders
+    row_centres = [round(t) for t in ax.get_yticks()]
+    assert [float(shown[r, 5]) for r in row_centres] == [0.0, 0.25, 0.5, 0.75]  # sigma on top, x at the bottom
+
+
+def test_png_is_an_enlarged_strip_of_the_panels():
+    a, b = torch.zeros(1, 2, 3), torch.ones(1, 2, 3)
+    picture = Image.open(io.BytesIO(viz.png([a, b], scale=2)))
+    pixels = np.asarray(picture.convert("L"))
+    assert pixels.shape == (2 * (2 + 2), 2 * (2 * 3 + 3))  # 1-pixel white separators, then doubled
+    assert (pixels[2:6, 2:8] == 0).all() and (pixels[2:6, 10:16] == 255).all()
+
+
+def random_parts(n=3, size=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(n, c, size, size, generator=g) for c in (1, 1, 1)]
+
+
+def models_of(widget, kind):
+    """Every widget of type `kind` inside `widget`, in display order."""
+    found = [widget] if isinstance(widget, kind) else []
+    for child in getattr(widget, "children", ()):
+        found += models_of(child, kind)
+    return found
+
+
+def test_sigma_explorer_precomputes_every_position_and_links_in_the_browser():
+    sigma, x1, x2 = random_parts(n=3)
+    explorer = viz.sigma_explorer(sigma, x1, x2, steps=5)
+    pictures = models_of(explorer, widgets.Image)
+    assert len(pictures) == 3 + 3 * 5  # one strip of parts per image, one blend per (image, slider position)
+    alpha_pages = [s for s in models_of(explorer, widgets.Stack) if len(s.children) == 5]
+    last = Image.open(io.BytesIO(alpha_pages[0].children[-1].value))  # a = 1: the model's own mask and output
+    expected = Image.open(io.BytesIO(viz.png([sigma[0], blend(sigma[0], x1[0], x2[0])])))
+    assert np.array_equal(np.asarray(last), np.asarray(expected))
+
+
+def test_latent_explorer_decodes_traversals_and_interpolations():
+    torch.manual_seed(0)
+    model = SplitVAE(VAEConfig(image_size=8, latent_dim=6, base_dim=8, num_scales=1, emb_dim=16)).eval()
+    tab = viz.latent_explorer(model, torch.rand(4, 1, 8, 8), n_latents=2, steps=3, pairs=2)
+    assert tab.titles == ("traversal", "interpolation")
+    traversal, interpolation = tab.children
+    assert len(models_of(traversal, widgets.Image)) == 2 * 3
+    assert len(models_of(interpolation, widgets.Image)) == 2 * 3 + 2  # plus the two end images per pair
+    with pytest.raises(ValueError, match="pairs"):
+        viz.latent_explorer(model, torch.rand(3, 1, 8, 8), pairs=2)
+
+
+def test_notebook_embeds_a_kernel_free_sigma_explorer(tmp_path):
+    """What Jupyter Book renders without a kernel: the widget state nbclient saves in the notebook metadata."""
+    steps, n = 4, 2
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import torch\n"
+        "from vaelab import viz\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        f"viz.sigma_explorer(*(torch.rand({n}, 1, 8, 8, generator=g) for _ in range(3)), steps={steps})"
+    )])
+    checkout = Path(vaelab.__file__).resolve().parents[1]  # the kernel imports the vaelab under test
+    NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True,
+                   resources={"metadata": {"path": str(checkout)}}).execute()
+
+    state = nb.metadata.widgets[WIDGET_STATE]["state"]
+    by_name = {}
+    for model_id, model in state.items():
+        by_name.setdefault(model["model_name"], []).append((model_id, model))
+
+    images = [m for _, m in by_name["ImageModel"]]
+    assert len(images) == n + n * steps
+    for image in images:
+        (buffer,) = image["buffers"]
+        assert buffer["path"] == ["value"]
+        assert base64.b64decode(buffer["data"]).startswith(b"\x89PNG")
+
+    stacks = {model_id: m["state"] for model_id, m in by_name["StackModel"]}
+    links = [m["state"] for _, m in by_name["LinkModel"]]
+    slider_of = {m["state"]["description"]: model_id for name in ("IntSliderModel", "SelectionSliderModel")
+                 for model_id, m in by_name[name]}
+    linked = {(link["source"][0].removeprefix("IPY_MODEL_"), link["source"][1],
+               link["target"][0].removeprefix("IPY_MODEL_"), link["target"][1]) for link in links}
+    alpha_stacks = [i for i, s in stacks.items() if len(s["children"]) == steps]
+    assert len(alpha_stacks) == n
+    for stack_id in alpha_stacks:  # every blend page is switched by the slider, in the browser
+        assert (slider_of["a"], "index", stack_id, "selected_index") in linked
+    image_stacks = [i for i, s in stacks.items() if len(s["children"]) == n]
+    assert all((slider_of["image"], "value", i, "selected_index") in linked for i in image_stacks)
+
+    (output,) = nb.cells[0].outputs
+    view = output["data"][WIDGET_VIEW]
+    assert view["model_id"] in state
+    assert state[view["model_id"]]["model_name"] == "VBoxModel"

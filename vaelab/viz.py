@@ -1,0 +1,195 @@
+"""Figures of image batches and of Split-VAE parts, and widgets that stay interactive in the rendered book.
+
+The widgets never call back into Python. Every picture a slider can reach is drawn in advance as a small PNG and
+put in an `ipywidgets.Stack`; the slider is tied to the stack's `selected_index` by `ipywidgets.jslink`, which
+runs in the browser. So the widgets behave the same in Jupyter, in Colab and in the book's static HTML, where no
+kernel runs: Jupyter Book embeds the saved widget state (the notebook's `metadata.widgets`), pictures included.
+"""
+import io
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+from torchvision.utils import make_grid
+
+from .split_vae import SplitVAE, blend
+
+SPLIT_ROWS = ("σ", "x̂₁", "x̂₂", "x̂")  # the paper's figure layout, top to bottom
+BESIDE = dict(margin="0 0 0 24px")  # the layout of a widget placed to the right of another
+
+
+# ---------------------------------------------------------------- static figures
+
+
+def to_array(images: Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 1.0) -> np.ndarray:
+    """Tile a batch N x C x H x W in [0,1] into one array: H' x W' for grey images, H' x W' x 3 for colour."""
+    grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=padding, pad_value=pad_value)
+    return grid[0].numpy() if images.shape[1] == 1 else grid.permute(1, 2, 0).numpy()  # make_grid makes grey RGB
+
+
+def image_grid(images: Tensor, nrow: int = 8, title: str | None = None, ax: plt.Axes | None = None) -> plt.Axes:
+    """Show a batch of images as one grid, `nrow` images per row."""
+    if ax is None:
+        rows = -(-len(images) // nrow)
+        ax = plt.subplots(figsize=(nrow * 0.8, rows * 0.8))[1]
+    ax.imshow(to_array(images, nrow), cmap="gray", vmin=0, vmax=1)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def show_split_rows(sigma: Tensor, x1: Tensor, x2: Tensor, x: Tensor, n: int = 10, title: str | None = None,
+                    ax: plt.Axes | None = None) -> plt.Axes:
+    """The paper's figure layout: one column per image, rows sigma, x1, x2 and x = sigma x1 + (1 - sigma) x2."""
+    channels, height = x.shape[1], x.shape[2]
+    parts = [sigma[:n].expand(-1, channels, -1, -1), x1[:n], x2[:n], x[:n]]  # a grey sigma next to colour images
+    if ax is None:
+        ax = plt.subplots(figsize=(0.8 * n + 0.6, 3.4))[1]
+    padding = 2
+    ax.imshow(to_array(torch.cat(parts), nrow=len(parts[0]), padding=padding), cmap="gray", vmin=0, vmax=1)
+    ax.set_yticks([padding + row * (height + padding) + height / 2 for row in range(len(SPLIT_ROWS))],
+                  SPLIT_ROWS, fontsize=13)
+    ax.set_xticks([])
+    ax.tick_params(length=0)
+    ax.spines[:].set_visible(False)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+# ---------------------------------------------------------------- pictures for widgets
+
+
+def png(images: list[Tensor], scale: int = 3) -> bytes:
+    """Panels C x H x W in [0,1] side by side, separated by white lines, enlarged `scale` times without
+    smoothing (pixels stay square), as PNG bytes."""
+    channels = max(p.shape[0] for p in images)
+    panels = torch.stack([p.detach().float().cpu().expand(channels, -1, -1) for p in images])
+    array = (to_array(panels, nrow=len(panels), padding=1) * 255).round().astype(np.uint8)
+    picture = Image.fromarray(array)
+    picture = picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="png", optimize=True)
+    return buffer.getvalue()
+
+
+def picture(images: list[Tensor], scale: int = 3) -> widgets.Image:
+    return widgets.Image(value=png(images, scale), format="png")
+
+
+def column_titles(names: list[str], width: int, scale: int = 3) -> widgets.HTML:
+    """Titles centred above the panels of a `png` strip whose images are `width` pixels wide."""
+    cells = "".join(f"<div style='width:{(width + 1) * scale}px;text-align:center'>{name}</div>" for name in names)
+    return widgets.HTML(f"<div style='display:flex;margin-left:{scale}px'>{cells}</div>")
+
+
+def stack_under(slider: widgets.Widget, pages: list[widgets.Widget], trait: str = "value") -> widgets.Stack:
+    """A Stack showing pages[i] when the slider's `trait` is i, switched in the browser (jslink), not in Python."""
+    stack = widgets.Stack(pages, selected_index=getattr(slider, trait))
+    widgets.jslink((slider, trait), (stack, "selected_index"))
+    return stack
+
+
+def position_slider(description: str, values: list[float], start: int | None = None) -> widgets.SelectionSlider:
+    """A slider over precomputed positions (the middle one first); its `index` picks the page, its readout
+    shows the value."""
+    return widgets.SelectionSlider(options=[(f"{v:.2f}", i) for i, v in enumerate(values)],
+                                   index=len(values) // 2 if start is None else start, description=description)
+
+
+# ---------------------------------------------------------------- the widgets
+
+
+def sigma_explorer(sigma: Tensor, x1: Tensor, x2: Tensor, steps: int = 11, scale: int = 3) -> widgets.VBox:
+    r"""Pick an image, see its sigma, x1, x2 and x, and slide the mask from "no split" to the learned one:
+
+        sigma_a = (1 - a) * 1/2 + a * sigma,     x_a = sigma_a x1 + (1 - sigma_a) x2
+
+    a = 0 is the plain average (x1 + x2)/2; a = 1 is the model's own output x. Every (image, a) picture is
+    precomputed, so keep the batch small: the widget state holds len(sigma) * (steps + 1) PNGs.
+    """
+    alphas = torch.linspace(0, 1, steps).tolist()
+    image = widgets.IntSlider(0, 0, len(sigma) - 1, description="image")
+    alpha = position_slider("a", alphas, start=steps - 1)
+    parts = stack_under(image, [picture([s, a, b, blend(s, a, b)], scale) for s, a, b in zip(sigma, x1, x2)])
+    blends = []
+    for s, a, b in zip(sigma, x1, x2):
+        masks = [(1 - t) * 0.5 + t * s for t in alphas]
+        blends.append(stack_under(alpha, [picture([m, blend(m, a, b)], scale) for m in masks], trait="index"))
+    width = sigma.shape[-1]
+    return widgets.VBox([
+        widgets.HBox([image, alpha]),
+        widgets.HBox([
+            widgets.VBox([column_titles(list(SPLIT_ROWS), width, scale), parts]),
+            widgets.VBox([column_titles(["σₐ", "x̂ₐ"], width, scale), stack_under(image, blends)], layout=BESIDE),
+        ]),
+    ])
+
+
+@torch.no_grad()
+def decoded_panels(model: nn.Module, z: Tensor) -> dict[str, Tensor]:
+    """What a decoder draws for z, by name: sigma, x1, x2, x for a Split-VAE; x alone for a plain VAE."""
+    if isinstance(model, SplitVAE):
+        parts = model.generate(z)
+        return dict(zip(SPLIT_ROWS, (parts.sigma, parts.x1, parts.x2, parts.x)))
+    return {"x̂": model.decode(z)}
+
+
+@torch.no_grad()
+def latent_explorer(model: nn.Module, images: Tensor, n_latents: int = 4, steps: int = 9, span: float = 3.0,
+                    pairs: int = 3, scale: int = 3) -> widgets.Tab:
+    r"""Two tabs over the latent space of a trained VAE (any model with `encode` and `decode`):
+
+    traversal:      z = mu(x_0) with z_d set to t in [-span, span], for the n_latents latents d whose posterior
+                    means vary most over `images` (the most active ones);
+    interpolation:  z = (1 - t) mu(x_a) + t mu(x_b) for consecutive pairs (x_0, x_1), (x_2, x_3), ...
+
+    All pictures are decoded at once and precomputed: n_latents * steps + pairs * steps of them.
+    """
+    if len(images) < 2 * pairs:
+        raise ValueError(f"{pairs} pairs need {2 * pairs} images, got {len(images)}")
+    model.eval()
+    device = next(model.parameters()).device
+    mu, _ = model.encode(images.to(device))
+    latents = mu.var(0).argsort(descending=True)[:n_latents].tolist()
+    values = torch.linspace(-span, span, steps, device=device)
+    ts = torch.linspace(0, 1, steps, device=device)
+
+    walks = mu[0].repeat(n_latents, steps, 1)  # n_latents x steps x L
+    for i, d in enumerate(latents):
+        walks[i, :, d] = values
+    starts, ends = mu[0:2 * pairs:2], mu[1:2 * pairs:2]
+    lines = (1 - ts[None, :, None]) * starts[:, None] + ts[None, :, None] * ends[:, None]  # pairs x steps x L
+    z = torch.cat([walks.flatten(0, 1), lines.flatten(0, 1)])
+    panels = decoded_panels(model, z)
+    names, width = list(panels), images.shape[-1]
+    pages = [picture([p[k] for p in panels.values()], scale) for k in range(len(z))]
+
+    latent = widgets.SelectionSlider(options=[(f"z{d}", i) for i, d in enumerate(latents)], description="latent")
+    value = position_slider("value", values.tolist())
+    walk_pages = [stack_under(value, pages[i * steps:(i + 1) * steps], trait="index") for i in range(n_latents)]
+    traversal = widgets.VBox([
+        widgets.HBox([latent, value]),
+        widgets.HTML("starting from the code of image 0, the chosen latent is set to the slider's value"),
+        column_titles(names, width, scale),
+        stack_under(latent, walk_pages, trait="index"),
+    ])
+
+    pair = widgets.IntSlider(0, 0, len(starts) - 1, description="pair")
+    t = position_slider("t", ts.tolist())
+    offset = n_latents * steps
+    line_pages = [stack_under(t, pages[offset + i * steps:offset + (i + 1) * steps], trait="index")
+                  for i in range(len(starts))]
+    ends_shown = [picture([images[2 * i], images[2 * i + 1]], scale) for i in range(len(starts))]
+    interpolation = widgets.VBox([
+        widgets.HBox([pair, t]),
+        widgets.HBox([
+            widgets.VBox([column_titles(["x_a", "x_b"], width, scale), stack_under(pair, ends_shown)]),
+            widgets.VBox([column_titles(names, width, scale), stack_under(pair, line_pages)], layout=BESIDE),
+        ]),
+    ])
+    return widgets.Tab([traversal, interpolation], titles=("traversal", "interpolation"))
