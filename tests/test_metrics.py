@@ -312,11 +312,13 @@ def test_iwae_is_above_the_elbo_and_grows_with_k_on_a_tiny_vae(trained_tiny, dig
     bounds = {k: metrics.log_likelihood_bounds(model, x, likelihood, k, batch_size=256) for k in (1, 4, 16, 64)}
     assert torch.equal(bounds[1].elbo, bounds[1].iwae)  # one sample: the log-sum-exp of one term is the term
     for b in bounds.values():
-        assert (b.iwae >= b.elbo - 1e-9).all()
+        assert (b.iwae >= b.elbo - 1e-4).all()  # Jensen, up to float32 rounding
     means = [bounds[k].iwae.mean().item() for k in (1, 4, 16, 64)]
     assert all(a < b for a, b in zip(means, means[1:]))
     dims = x[0].numel()
     assert metrics.bits_per_dim(bounds[64].iwae, dims) < metrics.bits_per_dim(bounds[64].elbo, dims)
+    bernoulli = metrics.log_likelihood_bounds(model, x, metrics.bernoulli_log_likelihood, 16)  # any likelihood
+    assert torch.isfinite(bernoulli.iwae).all() and (bernoulli.iwae >= bernoulli.elbo - 1e-4).all()
 
     # The K-sample ELBO estimate agrees with E_q[log p(x|z)] - KL(q||p), KL in closed form.
     with torch.no_grad():
