@@ -58,18 +58,21 @@ def test_sigma_explorer_precomputes_every_position_and_links_in_the_browser():
     pictures = models_of(explorer, widgets.Image)
     assert len(pictures) == 3 + 3 * 5  # one strip of parts per image, one blend per (image, slider position)
     alpha_pages = [s for s in models_of(explorer, widgets.Stack) if len(s.children) == 5]
-    last = Image.open(io.BytesIO(alpha_pages[0].children[-1].value))  # a = 1: the model's own mask and output
+    last = alpha_pages[0].children[-1]  # a = 1: the model's own mask and output
     expected = Image.open(io.BytesIO(viz.png([sigma[0], blend(sigma[0], x1[0], x2[0])])))
-    assert np.array_equal(np.asarray(last), np.asarray(expected))
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(last.value))), np.asarray(expected))
+    # stored at the images' resolution, shown 3 times larger by the browser, without smoothing
+    assert (int(last.width), int(last.height)) == (3 * expected.width, 3 * expected.height) == (3 * 19, 3 * 10)
+    assert viz.PIXELATED in explorer._dom_classes
 
 
 def test_latent_explorer_decodes_traversals_and_interpolations():
     torch.manual_seed(0)
     model = SplitVAE(VAEConfig(image_size=8, latent_dim=6, base_dim=8, num_scales=1, emb_dim=16)).eval()
-    tab = viz.latent_explorer(model, torch.rand(4, 1, 8, 8), n_latents=2, steps=3, pairs=2)
+    tab = viz.latent_explorer(model, torch.rand(4, 1, 8, 8), n_latents=2, steps=3, pairs=2).children[-1]
     assert tab.titles == ("traversal", "interpolation")
     traversal, interpolation = tab.children
-    assert len(models_of(traversal, widgets.Image)) == 2 * 3
+    assert len(models_of(traversal, widgets.Image)) == 2 * 3 + 1  # plus the image the walk starts from
     assert len(models_of(interpolation, widgets.Image)) == 2 * 3 + 2  # plus the two end images per pair
     with pytest.raises(ValueError, match="pairs"):
         viz.latent_explorer(model, torch.rand(3, 1, 8, 8), pairs=2)

@@ -27,6 +27,7 @@ import torchvision
 from pytorch_fid.inception import (FID_WEIGHTS_URL, FIDInceptionA, FIDInceptionC, FIDInceptionE_1,
                                    FIDInceptionE_2)
 from sklearn.mixture import GaussianMixture
+from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 
 from . import data
@@ -274,7 +275,7 @@ class ClassifierFeatures(FeatureExtractor):
         return self.classifier.features(x)
 
 
-def classifier_features(dataset: str = "fashion-mnist", *, train_limit: int = 20_000, epochs: int = 3, seed: int = 0,
+def classifier_features(dataset: str = "fashion-mnist", *, train_limit: int = 10_000, epochs: int = 2, seed: int = 0,
                         cache_dir: str | os.PathLike | None = None,
                         device: str | torch.device | None = None) -> ClassifierFeatures:
     """The offline feature extractor of `dataset`: trained on its first train_limit training images once, then
@@ -345,7 +346,10 @@ class LatentGMM:
     def fit(cls, codes: Tensor, n_components: int, covariance_type: str = "full", seed: int = 0,
             max_iter: int = 200) -> "LatentGMM":
         mixture = GaussianMixture(n_components, covariance_type=covariance_type, max_iter=max_iter, random_state=seed)
-        return cls(mixture.fit(codes.double().numpy()))
+        # EM works on many small matrices, where BLAS/OpenMP threads cost more in synchronisation than they save:
+        # on two busy cores one thread fitted 10,000 16-d codes 7-10x faster than two (measured).
+        with threadpool_limits(1):
+            return cls(mixture.fit(codes.double().numpy()))
 
     def sample(self, n: int, seed: int = 0) -> Tensor:
         """n codes, float32. sklearn returns them grouped by component; they are shuffled so any slice is fair."""

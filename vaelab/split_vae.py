@@ -17,8 +17,6 @@ from .vae import VAE, VAEOutput
 
 # Keras-style parameter counts the paper reports for its three networks (Tables 1, 3, 4).
 PAPER_PARAMETERS = {"mnist": 12_793_667, "cifar10": 13_061_143, "celeba": 28_989_363}
-# Components of the ex-post Gaussian mixture: the paper's text (the released code uses 100 for MNIST too).
-PAPER_GMM_COMPONENTS = {"mnist": 20, "cifar10": 100, "celeba": 100}
 
 
 def blend(sigma: Tensor, x1: Tensor, x2: Tensor) -> Tensor:
@@ -106,8 +104,8 @@ def high_frequency_share(maps: Tensor, cutoff: float = 0.25) -> Tensor:
 
     F is the 2-D discrete Fourier transform. The Nyquist frequency is 0.5 cycles per pixel along each axis, so a
     pixel checkerboard sits at |f| = 0.71 and a pattern with a period of 4 pixels at |f| = 0.25. A "syntactic"
-    sigma map (complementary high-frequency sub-images) has most of its energy above the cutoff; a "semantic"
-    one (shapes, contours) has little. A constant map has no energy at all and gets share 0.
+    sigma map (complementary high-frequency sub-images) has a large share above the cutoff, larger than the images
+    it splits; a "semantic" one (shapes, contours) has little. A constant map has no energy and gets share 0.
     """
     height, width = maps.shape[-2:]
     centred = maps - maps.mean(dim=(-2, -1), keepdim=True)  # drop the DC term: only the pattern counts

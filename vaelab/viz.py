@@ -19,6 +19,7 @@ from .split_vae import SplitVAE, blend
 
 SPLIT_ROWS = ("σ", "x̂₁", "x̂₂", "x̂")  # the paper's figure layout, top to bottom
 BESIDE = dict(margin="0 0 0 24px")  # the layout of a widget placed to the right of another
+PIXELATED = "vaelab-pixelated"  # CSS class of the widgets whose pictures keep square pixels
 
 
 # ---------------------------------------------------------------- static figures
@@ -64,9 +65,9 @@ def show_split_rows(sigma: Tensor, x1: Tensor, x2: Tensor, x: Tensor, n: int = 1
 # ---------------------------------------------------------------- pictures for widgets
 
 
-def png(images: list[Tensor], scale: int = 3) -> bytes:
-    """Panels C x H x W in [0,1] side by side, separated by white lines, enlarged `scale` times without
-    smoothing (pixels stay square), as PNG bytes."""
+def png(images: list[Tensor], scale: int = 1) -> bytes:
+    """Panels C x H x W in [0,1] side by side, separated by white lines, as PNG bytes; `scale` > 1 enlarges them
+    without smoothing (pixels stay square)."""
     channels = max(p.shape[0] for p in images)
     panels = torch.stack([p.detach().float().cpu().expand(channels, -1, -1) for p in images])
     array = (to_array(panels, nrow=len(panels), padding=1) * 255).round().astype(np.uint8)
@@ -78,7 +79,19 @@ def png(images: list[Tensor], scale: int = 3) -> bytes:
 
 
 def picture(images: list[Tensor], scale: int = 3) -> widgets.Image:
-    return widgets.Image(value=png(images, scale), format="png")
+    """A `png` strip stored at the images' own resolution and shown `scale` times larger. The browser does the
+    enlarging (without smoothing inside `pixelated`), so the saved widget state stays small."""
+    height, width = images[0].shape[-2:]
+    strip_width, strip_height = len(images) * (width + 1) + 1, height + 2  # with png's 1-pixel separators
+    return widgets.Image(value=png(images), format="png", width=strip_width * scale, height=strip_height * scale)
+
+
+def pixelated(widget: widgets.Widget) -> widgets.VBox:
+    """`widget` under a style rule that tells the browser to enlarge its pictures without smoothing."""
+    style = widgets.HTML(f"<style>.{PIXELATED} img {{ image-rendering: pixelated; }}</style>")
+    box = widgets.VBox([style, widget])
+    box.add_class(PIXELATED)
+    return box
 
 
 def column_titles(names: list[str], width: int, scale: int = 3) -> widgets.HTML:
@@ -121,27 +134,26 @@ def sigma_explorer(sigma: Tensor, x1: Tensor, x2: Tensor, steps: int = 11, scale
         masks = [(1 - t) * 0.5 + t * s for t in alphas]
         blends.append(stack_under(alpha, [picture([m, blend(m, a, b)], scale) for m in masks], trait="index"))
     width = sigma.shape[-1]
-    return widgets.VBox([
+    return pixelated(widgets.VBox([
         widgets.HBox([image, alpha]),
         widgets.HBox([
             widgets.VBox([column_titles(list(SPLIT_ROWS), width, scale), parts]),
             widgets.VBox([column_titles(["σₐ", "x̂ₐ"], width, scale), stack_under(image, blends)], layout=BESIDE),
         ]),
-    ])
+    ]))
 
 
 @torch.no_grad()
 def decoded_panels(model: nn.Module, z: Tensor) -> dict[str, Tensor]:
     """What a decoder draws for z, by name: sigma, x1, x2, x for a Split-VAE; x alone for a plain VAE."""
     if isinstance(model, SplitVAE):
-        parts = model.generate(z)
-        return dict(zip(SPLIT_ROWS, (parts.sigma, parts.x1, parts.x2, parts.x)))
+        return dict(zip(SPLIT_ROWS, model.generate(z)))  # generate returns them in the paper's order
     return {"x̂": model.decode(z)}
 
 
 @torch.no_grad()
 def latent_explorer(model: nn.Module, images: Tensor, n_latents: int = 4, steps: int = 9, span: float = 3.0,
-                    pairs: int = 3, scale: int = 3) -> widgets.Tab:
+                    pairs: int = 3, scale: int = 3) -> widgets.VBox:
     r"""Two tabs over the latent space of a trained VAE (any model with `encode` and `decode`):
 
     traversal:      z = mu(x_0) with z_d set to t in [-span, span], for the n_latents latents d whose posterior
@@ -174,9 +186,12 @@ def latent_explorer(model: nn.Module, images: Tensor, n_latents: int = 4, steps:
     walk_pages = [stack_under(value, pages[i * steps:(i + 1) * steps], trait="index") for i in range(n_latents)]
     traversal = widgets.VBox([
         widgets.HBox([latent, value]),
-        widgets.HTML("starting from the code of image 0, the chosen latent is set to the slider's value"),
-        column_titles(names, width, scale),
-        stack_under(latent, walk_pages, trait="index"),
+        widgets.HTML("the code of x_0, with the chosen latent set to the slider's value"),
+        widgets.HBox([
+            widgets.VBox([column_titles(["x_0"], width, scale), picture([images[0]], scale)]),
+            widgets.VBox([column_titles(names, width, scale), stack_under(latent, walk_pages, trait="index")],
+                         layout=BESIDE),
+        ]),
     ])
 
     pair = widgets.IntSlider(0, 0, len(starts) - 1, description="pair")
@@ -192,4 +207,4 @@ def latent_explorer(model: nn.Module, images: Tensor, n_latents: int = 4, steps:
             widgets.VBox([column_titles(names, width, scale), stack_under(pair, line_pages)], layout=BESIDE),
         ]),
     ])
-    return widgets.Tab([traversal, interpolation], titles=("traversal", "interpolation"))
+    return pixelated(widgets.Tab([traversal, interpolation], titles=("traversal", "interpolation")))
