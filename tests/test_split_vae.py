@@ -108,7 +108,17 @@ def test_high_frequency_share_of_known_patterns():
     slow_wave = torch.cos(2 * math.pi * cols / 8)[None, None]  # 1/8 cycle per pixel
     constant = torch.full((1, 1, 16, 16), 0.3)
     maps = torch.cat([checkerboard, stripes_period_2, slow_wave, constant])
-    torch.testing.assert_close(high_frequency_share(maps), torch.tensor([1.0, 1.0, 0.0, 0.0]), atol=1e-6, rtol=0)
+    # The Hann window smears each frequency over a few neighbouring bins, hence the tolerance.
+    torch.testing.assert_close(high_frequency_share(maps), torch.tensor([1.0, 1.0, 0.0, 0.0]), atol=1e-3, rtol=0)
     # A cosine of amplitude a carries a^2/2 per pixel, a +-a checkerboard a^2: two thirds lie above the cutoff.
     mixed = 0.5 + 0.25 * slow_wave + 0.25 * (2 * checkerboard - 1)
-    assert high_frequency_share(mixed).item() == pytest.approx(2 / 3, abs=1e-5)
+    assert high_frequency_share(mixed).item() == pytest.approx(2 / 3, abs=0.01)
+
+
+def test_a_bright_frame_is_not_a_high_frequency_pattern():
+    rows, cols = torch.meshgrid(torch.arange(28), torch.arange(28), indexing="ij")
+    silhouette = (((rows - 14).abs() < 7) & ((cols - 14).abs() < 7)).float()
+    framed = silhouette.clone()
+    framed[[0, -1], :] = framed[:, [0, -1]] = 1.0  # as some learned masks have at the image border
+    shares = high_frequency_share(torch.stack([silhouette, framed])[:, None])
+    assert shares.max() < 0.05

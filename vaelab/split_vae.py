@@ -84,9 +84,9 @@ def random_mix(x1: Tensor, x2: Tensor, seed: int = 0) -> Tensor:
     """
     if x1.shape != x2.shape:
         raise ValueError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
-    from_x1 = torch.randperm(len(x1), generator=torch.Generator().manual_seed(seed))[: len(x1) // 2]
+    from_x1 = torch.randperm(len(x1), generator=torch.Generator().manual_seed(seed))[: len(x1) // 2].to(x1.device)
     mix = x2.clone()
-    mix[from_x1.to(x1.device)] = x1[from_x1.to(x1.device)]
+    mix[from_x1] = x1[from_x1]
     return mix
 
 
@@ -100,16 +100,21 @@ def keras_parameter_count(model: nn.Module) -> int:
 def high_frequency_share(maps: Tensor, cutoff: float = 0.25) -> Tensor:
     r"""Share of each map's spectral energy above the radial frequency `cutoff` (cycles per pixel), per image.
 
-        share = sum_{|f| > cutoff} |F(s - mean s)|^2  /  sum_f |F(s - mean s)|^2
+        share = sum_{|f| > cutoff} |F(w (s - mean s))|^2  /  sum_f |F(w (s - mean s))|^2
 
-    F is the 2-D discrete Fourier transform. The Nyquist frequency is 0.5 cycles per pixel along each axis, so a
-    pixel checkerboard sits at |f| = 0.71 and a pattern with a period of 4 pixels at |f| = 0.25. A "syntactic"
-    sigma map (complementary high-frequency sub-images) has a large share above the cutoff, larger than the images
-    it splits; a "semantic" one (shapes, contours) has little. A constant map has no energy and gets share 0.
+    F is the 2-D discrete Fourier transform and w a 2-D Hann window. The Nyquist frequency is 0.5 cycles per pixel
+    along each axis, so a pixel checkerboard sits at |f| = 0.71 and a pattern with a period of 4 pixels at
+    |f| = 0.25. A "syntactic" sigma map (complementary high-frequency sub-images) has a large share above the
+    cutoff, larger than the images it splits; a "semantic" one (shapes, contours) has little. A constant map has
+    no energy and gets share 0.
     """
     height, width = maps.shape[-2:]
-    centred = maps - maps.mean(dim=(-2, -1), keepdim=True)  # drop the DC term: only the pattern counts
-    power = torch.fft.fft2(centred).abs() ** 2
+    # The DFT sees the map as periodic: without the window, a map that differs between opposite borders, or has
+    # a bright frame, would show a jump there, that is high frequencies that are not part of its pattern.
+    window = torch.outer(*(torch.hann_window(n, periodic=False, dtype=maps.dtype, device=maps.device)
+                           for n in (height, width)))
+    centred = maps - maps.mean(dim=(-2, -1), keepdim=True)  # drop the mean: only the pattern counts
+    power = torch.fft.fft2(centred * window).abs() ** 2
     fy, fx = torch.fft.fftfreq(height, device=maps.device), torch.fft.fftfreq(width, device=maps.device)
     radius = (fy[:, None] ** 2 + fx[None, :] ** 2).sqrt()
     total = power.flatten(-2).sum(-1)
