@@ -66,6 +66,15 @@ def test_sigma_explorer_precomputes_every_position_and_links_in_the_browser():
     assert viz.PIXELATED in explorer._dom_classes
 
 
+def test_sigma_explorer_rejects_parts_that_do_not_fit_together():
+    sigma, x1, x2 = random_parts(n=3)
+    for bad in [(x1.expand(-1, 3, -1, -1), x1, x2),  # a three-channel mask
+                (sigma, x1, x2[:2]),  # fewer x2 than x1
+                (sigma[..., :-1], x1, x2)]:  # a narrower mask
+        with pytest.raises(ValueError, match="sigma N x 1 x H x W"):
+            viz.sigma_explorer(*bad)
+
+
 def test_latent_explorer_decodes_traversals_and_interpolations():
     torch.manual_seed(0)
     model = SplitVAE(VAEConfig(image_size=8, latent_dim=6, base_dim=8, num_scales=1, emb_dim=16)).eval()

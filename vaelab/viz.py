@@ -125,6 +125,9 @@ def sigma_explorer(sigma: Tensor, x1: Tensor, x2: Tensor, steps: int = 11, scale
     a = 0 is the plain average (x1 + x2)/2; a = 1 is the model's own output x. Every (image, a) picture is
     precomputed, so keep the batch small: the widget state holds len(sigma) * (steps + 1) PNGs.
     """
+    if x1.dim() != 4 or x2.shape != x1.shape or sigma.shape != (len(x1), 1, *x1.shape[2:]):
+        raise ValueError(f"expected sigma N x 1 x H x W and x1, x2 N x C x H x W, got {tuple(sigma.shape)}, "
+                         f"{tuple(x1.shape)} and {tuple(x2.shape)}")
     alphas = torch.linspace(0, 1, steps).tolist()
     image = widgets.IntSlider(0, 0, len(sigma) - 1, description="image")
     alpha = position_slider("a", alphas, start=steps - 1)
