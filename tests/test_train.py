@@ -118,3 +118,78 @@ def test_compute_switch(monkeypatch):
     monkeypatch.setenv("VAELAB_COMPUTE", "fast")
     with pytest.raises(ValueError, match="quick"):
         compute_mode()
+
+
+def test_adamax_with_the_lower_bounded_per_step_decay(tiny_config, digits, tmp_path):
+    config = dict(optimizer="adamax", lr=2e-3, eps=1e-7, lr_decay=0.9, min_lr=5e-4)
+    ckpt = tmp_path / "run.pt"
+    train(tiny_config, digits, epochs=1, checkpoint=str(ckpt), **config)  # 12 steps
+    payload = load_checkpoint(ckpt)
+    assert payload["optimizer"]["state"] and "exp_inf" in next(iter(payload["optimizer"]["state"].values()))
+    # lr_t = max(lr * decay^t, min_lr) after t = 12 steps, computed by hand
+    assert payload["optimizer"]["param_groups"][0]["lr"] == pytest.approx(max(2e-3 * 0.9**12, 5e-4))
+    straight = train(tiny_config, digits, epochs=2, **config)
+    resumed = train(tiny_config, digits, epochs=2, checkpoint=str(ckpt), **config)  # the schedule resumes too
+    assert resumed["loss"] == straight["loss"]
+    with pytest.raises(ValueError, match="adamax"):
+        train(tiny_config, digits, epochs=1, optimizer="sgd")
+
+
+class InitialisedVAE(VAE):
+    """Records the batches its data-dependent initialisation saw."""
+
+    seen: list
+
+    def initialize(self, x):
+        type(self).seen.append(x.clone())
+        self.decoder.body[-1].bias.fill_(float(x.mean()))
+
+
+def test_data_dependent_initialisation_runs_once_on_the_first_batch_of_a_fresh_run(tiny_config, digits, tmp_path):
+    InitialisedVAE.seen = []
+    ckpt = tmp_path / "run.pt"
+    fit(InitialisedVAE(tiny_config), BalancedGaussianELBO(), digits,
+        TrainConfig(epochs=1, batch_size=50, progress=False, checkpoint=str(ckpt)))
+    assert len(InitialisedVAE.seen) == 1 and InitialisedVAE.seen[0].shape == (50, 1, 8, 8)
+    fit(InitialisedVAE(tiny_config), BalancedGaussianELBO(), digits,
+        TrainConfig(epochs=2, batch_size=50, progress=False, checkpoint=str(ckpt)))
+    assert len(InitialisedVAE.seen) == 1  # a resumed run keeps its trained weights
+
+
+class CriticObjective(BalancedGaussianELBO):
+    """A VAE loss plus a tiny adversary: enough to test that fit trains and resumes two networks."""
+
+    adversary_lr, adversary_betas = 1e-3, (0.5, 0.999)
+
+    def __init__(self):
+        super().__init__(beta=1.0)
+        self.adversary = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 1))
+
+    def __call__(self, model, x):
+        out = model(x)
+        terms = super().__call__(model, x)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits
+        fake = self.adversary(out.x_hat)
+        terms["loss"] = terms["loss"] + bce(fake, torch.ones_like(fake))
+        real, fake_detached = self.adversary(x), self.adversary(out.x_hat.detach())
+        terms["adversary_loss"] = bce(real, torch.ones_like(real)) + bce(fake_detached, torch.zeros_like(real))
+        return terms
+
+
+def test_an_adversary_trains_on_its_own_loss_and_resumes_exactly(tiny_config, digits, tmp_path):
+    def run(epochs, checkpoint=None):
+        torch.manual_seed(0)
+        objective = CriticObjective()
+        history = fit(VAE(tiny_config), objective, digits,
+                      TrainConfig(epochs=epochs, batch_size=50, progress=False, checkpoint=checkpoint))
+        return history, objective.adversary
+
+    straight, adversary = run(2)
+    torch.manual_seed(0)
+    untrained = CriticObjective().adversary  # the same initial weights as in run()
+    assert not torch.equal(untrained[1].weight, adversary[1].weight)
+    ckpt = str(tmp_path / "gan.pt")
+    run(1, ckpt)
+    resumed, resumed_adversary = run(2, ckpt)
+    assert resumed["loss"] == straight["loss"] and resumed["adversary_loss"] == straight["adversary_loss"]
+    torch.testing.assert_close(resumed_adversary.state_dict(), adversary.state_dict(), rtol=0, atol=0)

@@ -3,7 +3,8 @@ shape (N,), summed over pixels or latent dimensions, so that callers choose how 
 
 An *objective* bundles terms into what `vaelab.train.fit` minimises: calling it on (model, x) returns a dict of
 scalar terms whose "loss" entry is minimised; `update` runs after each optimiser step; its state (e.g. gamma)
-is saved in checkpoints through `state_dict`/`load_state_dict`.
+is saved in checkpoints through `state_dict`/`load_state_dict`; `settings()` names the hyper-parameters that
+define the run (what a resumed run must share with the run it continues).
 """
 import math
 
@@ -35,12 +36,15 @@ def bernoulli_nll(x: Tensor, probs: Tensor) -> Tensor:
 
 
 class GammaBalance:
-    """gamma of Asperti & Trentin (spec 1.3): a running mean of the per-pixel MSE, never allowed to increase.
+    """gamma as the Split-VAE code computes it (spec 1.3): a running mean of the per-pixel MSE, never increasing.
 
         mse_run <- 0.99 mse_run + 0.01 mse_batch;   gamma <- min(mse_run, gamma)
 
     Dividing the squared error by 2 gamma makes gamma play the decoder variance; since L_rec/gamma + beta L_KL is
     proportional to L_rec + beta gamma L_KL, the *effective* KL weight beta*gamma shrinks as reconstructions improve.
+    This is the Split-VAE code's variant of Asperti & Trentin's balancing: theirs clamps the running mean itself
+    (mse <- min(mse, 0.99 mse + 0.01 mse_batch)), uses its square root as the decoder's standard deviation, adds
+    the D log gamma term of the Gaussian likelihood, and weights the KL by (2 D / L)^2 instead of an explicit beta.
     """
 
     def __init__(self, initial: float = 1.0, decay: float = 0.99):
@@ -79,6 +83,9 @@ class BalancedGaussianELBO:
     def update(self, terms: dict[str, Tensor]) -> None:
         self.balance.update(float(terms["mse"]))
 
+    def settings(self) -> dict:
+        return {"beta": self.beta, "gamma_decay": self.balance.decay}
+
     def state_dict(self) -> dict:
         return {"beta": self.beta, "gamma": self.balance.state_dict()}
 
@@ -101,6 +108,9 @@ class BernoulliELBO:
 
     def update(self, terms: dict[str, Tensor]) -> None:
         pass  # nothing is learned outside the network
+
+    def settings(self) -> dict:
+        return {"beta": self.beta}
 
     def state_dict(self) -> dict:
         return {"beta": self.beta}

@@ -14,14 +14,14 @@ from torch import nn
 from . import data
 from .losses import BalancedGaussianELBO, GammaBalance
 from .train import History, TrainConfig, compute_mode, fit, seed_everything
-from .vae import PAPER_BETA, PRESETS, VAE, VAEConfig
+from .vae import PAPER_BETA, PRESETS, VAE
 
 
 @dataclass(frozen=True)
 class Recipe:
     name: str
     dataset: str
-    model: VAEConfig
+    model: object  # the model's config dataclass (VAEConfig for the VAE and the Split-VAE)
     beta: float
     train: TrainConfig
     train_limit: int | None = None  # None: the whole training split
@@ -58,17 +58,22 @@ def runs_dir() -> Path:
     return Path(os.environ.get("VAELAB_RUNS") or data.data_root() / "runs")
 
 
-def train_recipe(recipe: Recipe, model_class: type[nn.Module] = VAE, tag: str = "") -> tuple[nn.Module, History]:
-    """Train `model_class(recipe.model)` as the recipe says, or load it if that run already finished."""
+def train_recipe(recipe: Recipe, model_class: type[nn.Module] = VAE, tag: str = "",
+                 objective=None) -> tuple[nn.Module, History]:
+    """Train `model_class(recipe.model)` as the recipe says, or load it if that run already finished.
+
+    objective: what to minimise; by default the Split-VAE loss with the recipe's beta and gamma decay.
+    """
+    if objective is None:
+        objective = BalancedGaussianELBO(beta=recipe.beta, gamma=GammaBalance(decay=recipe.gamma_decay))
     # The file name carries a digest of everything but the epoch count, so a changed recipe never loads a stale
     # run, while asking for more epochs continues the same one.
     key = replace(recipe, train=replace(recipe.train, epochs=0, progress=True, device=None, checkpoint=None))
-    digest = hashlib.sha1(repr((key, model_class.__name__, tag)).encode()).hexdigest()[:8]
+    run = (key, model_class.__name__, tag, type(objective).__name__, sorted(objective.settings().items()))
+    digest = hashlib.sha1(repr(run).encode()).hexdigest()[:8]
     checkpoint = runs_dir() / f"{recipe.name}_{model_class.__name__}{tag}_{digest}.pt"
     seed_everything(recipe.train.seed)  # the initial weights too depend on the seed alone
     model = model_class(recipe.model)
     images = recipe.load_data("train").images
-    objective = BalancedGaussianELBO(beta=recipe.beta, gamma=GammaBalance(decay=recipe.gamma_decay))
-    history = fit(model, objective, images,
-                  replace(recipe.train, checkpoint=str(checkpoint)))
+    history = fit(model, objective, images, replace(recipe.train, checkpoint=str(checkpoint)))
     return model, history

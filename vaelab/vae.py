@@ -25,7 +25,7 @@ class VAEConfig:
     emb_dim: int = 512
     blocks_per_scale: int = 1
     decoder_start: int = 4  # the decoder's first resolution; it doubles up to image_size
-    bn_momentum: float = PAPER_BN_MOMENTUM  # see vaelab.nn: short runs need faster-moving statistics
+    bn_momentum: float = PAPER_BN_MOMENTUM  # see vaelab.nn.resnet: short runs need faster-moving statistics
 
     def __post_init__(self):
         steps = math.log2(self.image_size / self.decoder_start)

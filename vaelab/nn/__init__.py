@@ -1,0 +1,7 @@
+"""Building blocks, one module per network family:
+
+    resnet      the Split-VAE network's pre-activation ResBlocks (Asperti et al., after Dai & Wipf)
+    densenet    the self-supervised VAE's weight-normalised DenseNet blocks with channel attention
+    resnet_v2   "How to train your VAE"'s ResNetV2 blocks and its PatchGAN discriminator
+"""
+from .resnet import PAPER_BN_MOMENTUM, ResBlock, ResFcBlock, downsample, scale_block, upsample
