@@ -55,6 +55,42 @@ def test_frechet_distance_is_zero_for_identical_and_finite_for_rank_deficient_st
     assert ab == pytest.approx(ba, rel=1e-9)
 
 
+def exact_statistics_pair(d: int, rank1: int, rank2: int, seed: int):
+    """C1 = Q diag(a) Q^T and C2 = Q diag(b) Q^T with known eigenvalues (zeros beyond the ranks, the non-zero
+    ones in [1, 10]) and the exact squared distance sum_i (sqrt a_i - sqrt b_i)^2 + ||mu1 - mu2||^2."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    a, b = np.zeros(d), np.zeros(d)
+    a[:rank1], b[:rank2] = rng.uniform(1, 10, rank1), rng.uniform(1, 10, rank2)
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    exact = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    return (mu1, (q * a) @ q.T, mu2, (q * b) @ q.T), exact
+
+
+def _distances_with_blas_threads(threads: int, cases):
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(threads):
+        return [(metrics.frechet_distance(*stats), metrics.frechet_distance(*stats[2:], *stats[:2]))
+                for stats, _ in cases]
+
+
+def test_frechet_distance_is_exact_at_inception_size_with_one_and_two_blas_threads():
+    d = 2048
+    eps = np.finfo(np.float64).eps
+    cases = [exact_statistics_pair(d, d, d, seed=0),  # full rank
+             exact_statistics_pair(d, 1000, 1500, seed=1),  # rank deficient, as 1,000 samples of 2048-d features
+             exact_statistics_pair(d, 700, 700, seed=2)]  # rank deficient and sharing their null space
+    for threads in (1, 2):
+        for (stats, exact), (ab, ba) in zip(cases, _distances_with_blas_threads(threads, cases)):
+            # Rounding bound: each of the ~d-term sums (traces, eigenvalue sums) and the backward-stable
+            # eigensolvers err by a small multiple of d * eps * (the size of the terms), i.e. of
+            # d * eps * (tr C1 + tr C2). The sqrt bias that a numerically-zero eigenvalue would add,
+            # sqrt(eps * lambda_max) ~ 5e-8 each for hundreds of them, lies far above this tolerance.
+            tolerance = 10 * d * eps * (np.trace(stats[1]) + np.trace(stats[3]))
+            assert abs(ab - exact) <= tolerance, (threads, ab, exact, tolerance)
+            assert abs(ba - exact) <= tolerance, (threads, ba, exact, tolerance)
+
+
 # ---------------------------------------------------------------- FID with pytorch-fid's InceptionV3
 
 
@@ -215,6 +251,7 @@ def test_gmm_recovers_clusters_and_samples_identically_after_save_and_load(tmp_p
     np.testing.assert_allclose(gmm.mixture.weights_, 1 / 3, atol=0.06)
 
     z = gmm.sample(3000, seed=1)
+    assert gmm.mixture.random_state == 0  # sampling leaves the mixture's own seed (the fit's) as it was
     nearest = torch.cdist(z.double(), torch.from_numpy(centres)).min(1)
     assert z.dtype == torch.float32 and (nearest.values < 1.5).all()
     first_hundred = nearest.indices[:100].bincount(minlength=3)
@@ -332,4 +369,9 @@ def test_iwae_is_above_the_elbo_and_grows_with_k_on_a_tiny_vae(trained_tiny, dig
 def test_bits_per_dim_and_the_8_bit_scale():
     log_px = torch.full((3,), -784 * math.log(2) * 1.5)  # 1.5 bits per dimension on [0,1]
     assert metrics.bits_per_dim(log_px, 784) == pytest.approx(1.5)
-    assert metrics.bits_per_dim(log_px, 784, levels=256) == pytest.approx(9.5)
+    # the same density on k = 255 x, k = 0..255: divided by 255^D, i.e. log2(255) more bits per dimension
+    x = torch.rand(784, dtype=torch.float64)
+    density_01 = torch.distributions.Normal(torch.tensor(0.5, dtype=torch.float64), 0.1).log_prob(x).sum()
+    density_k = torch.distributions.Normal(torch.tensor(0.5 * 255, dtype=torch.float64), 0.1 * 255).log_prob(255 * x).sum()
+    assert metrics.bits_per_dim(density_01.view(1), 784, levels=256) == pytest.approx(
+        metrics.bits_per_dim(density_k.view(1), 784), rel=1e-12)

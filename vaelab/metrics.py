@@ -53,17 +53,27 @@ def frechet_distance(mean1: np.ndarray, cov1: np.ndarray, mean2: np.ndarray, cov
     C_1 C_2 is not symmetric, and scipy's sqrtm of it can return complex values (pytorch-fid's "Imaginary
     component" error). But AB and BA have the same eigenvalues, so with S = C_1^{1/2}, A = S and B = S C_2 they
     equal those of S C_2 S: a symmetric positive semi-definite matrix, whose eigenvalues eigvalsh returns real.
-    Rounding can leave some slightly below zero; they are clipped.
+
+    Covariances of fewer samples than dimensions are rank deficient. Their zero eigenvalues come out of eigh as
+    rounding noise of size ~eps * lambda_max, and sqrt(noise) ~ 1e-8 sqrt(lambda_max) per eigenvalue would bias
+    the trace (always the same way) by far more than rounding. So both decompositions treat eigenvalues below
+    numpy's numerical-rank cut-off (matrix_rank's d * eps * lambda_max) as exact zeros.
     """
     mean1, mean2 = (np.atleast_1d(np.asarray(m, dtype=np.float64)) for m in (mean1, mean2))
     cov1, cov2 = (np.atleast_2d(np.asarray(c, dtype=np.float64)) for c in (cov1, cov2))  # np.cov of 1-d is 0-d
     eigenvalues, eigenvectors = np.linalg.eigh(cov1)
-    sqrt_cov1 = (eigenvectors * np.sqrt(eigenvalues.clip(min=0))) @ eigenvectors.T  # S = V diag(sqrt(w)) V^T
+    sqrt_cov1 = (eigenvectors * np.sqrt(_numerical_zeros_cut(eigenvalues))) @ eigenvectors.T  # S = V sqrt(W) V^T
     middle = sqrt_cov1 @ cov2 @ sqrt_cov1
-    trace_sqrt = np.sqrt(np.linalg.eigvalsh((middle + middle.T) / 2).clip(min=0)).sum()
+    trace_sqrt = np.sqrt(_numerical_zeros_cut(np.linalg.eigvalsh((middle + middle.T) / 2))).sum()
     diff = mean1 - mean2
     distance = diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * trace_sqrt
     return max(float(distance), 0.0)  # >= 0 in exact arithmetic; rounding can give -1e-12 for identical inputs
+
+
+def _numerical_zeros_cut(eigenvalues: np.ndarray) -> np.ndarray:
+    """Eigenvalues of a symmetric PSD matrix with those below d * eps * lambda_max (rounding noise) set to 0."""
+    cutoff = len(eigenvalues) * np.finfo(np.float64).eps * max(eigenvalues.max(initial=0.0), 0.0)
+    return np.where(eigenvalues > cutoff, eigenvalues, 0.0)
 
 
 class FeatureExtractor(nn.Module):
@@ -353,8 +363,11 @@ class LatentGMM:
 
     def sample(self, n: int, seed: int = 0) -> Tensor:
         """n codes, float32. sklearn returns them grouped by component; they are shuffled so any slice is fair."""
-        self.mixture.random_state = seed
-        z, _ = self.mixture.sample(n)
+        previous, self.mixture.random_state = self.mixture.random_state, seed  # sklearn samples with its own seed
+        try:
+            z, _ = self.mixture.sample(n)
+        finally:
+            self.mixture.random_state = previous  # a later refit must not inherit the sampling seed
         return torch.from_numpy(z[np.random.default_rng(seed).permutation(n)]).float()
 
     def log_prob(self, z: Tensor) -> Tensor:
@@ -478,8 +491,11 @@ def _log_weights(model, x: Tensor, mu: Tensor, logvar: Tensor, log_likelihood: L
 def bits_per_dim(log_px: Tensor, dims: int, levels: int | None = None) -> float:
     r"""bpd = -E_x[log p(x)] / (D ln 2) for a density over pixels in [0,1].
 
-    levels: report on the scale of `levels` grey levels instead (256 for 8-bit data). Stretching [0,1] to
-    [0, levels] divides the density by levels^D, which adds log2(levels) bits to every dimension.
+    levels: report on the integer scale of 8-bit data (levels=256). Pixels are stored as k / (levels - 1), so the
+    change of variables to k = (levels - 1) x divides the density by (levels - 1)^D: it adds log2(levels - 1)
+    bits per dimension (log2 255 = 7.994, not 8). The result is still a *density* evaluated at the pixel values,
+    not the probability of the discrete values: only a discrete likelihood (or a density of dequantised data)
+    gives bits that a code could achieve. A discrete likelihood needs no conversion: leave levels unset.
     """
     bpd = -log_px.double().mean().item() / (dims * math.log(2))
-    return bpd + (math.log2(levels) if levels else 0.0)
+    return bpd + (math.log2(levels - 1) if levels else 0.0)

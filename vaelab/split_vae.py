@@ -15,8 +15,19 @@ from torch import Tensor, nn
 
 from .vae import VAE, VAEOutput
 
-# Keras-style parameter counts the paper reports for its three networks (Tables 1, 3, 4).
-PAPER_PARAMETERS = {"mnist": 12_793_667, "cifar10": 13_061_143, "celeba": 28_989_363}
+
+
+class PaperCount(NamedTuple):
+    """A parameter count the paper reports, and which of Keras' two counts it is."""
+
+    count: int
+    convention: str  # "trainable": the weights alone; "total": plus BatchNorm's moving mean and variance
+
+
+# The paper's Tables 1, 3 and 4. They do not use one convention: the MNIST figure is Keras' *trainable* count,
+# the CIFAR-10 and CelebA figures its *total* count (every BatchNorm channel adds a moving mean and variance).
+PAPER_PARAMETERS = {"mnist": PaperCount(12_793_667, "trainable"), "cifar10": PaperCount(13_061_143, "total"),
+                    "celeba": PaperCount(28_989_363, "total")}
 
 
 def blend(sigma: Tensor, x1: Tensor, x2: Tensor) -> Tensor:
@@ -90,11 +101,17 @@ def random_mix(x1: Tensor, x2: Tensor, seed: int = 0) -> Tensor:
     return mix
 
 
-def keras_parameter_count(model: nn.Module) -> int:
-    """Parameters as Keras counts them, to compare with the paper: Keras adds BatchNorm's running mean and
-    variance (non-trainable weights), two numbers per normalised channel, that PyTorch keeps as buffers."""
+def keras_parameter_count(model: nn.Module, convention: str = "total") -> int:
+    """Parameters as Keras counts them, to compare with the paper. "trainable": the weights (PyTorch's
+    parameters); "total": Keras also counts BatchNorm's moving mean and variance (non-trainable weights, two per
+    normalised channel), which PyTorch keeps as buffers."""
+    if convention not in ("trainable", "total"):
+        raise ValueError(f"convention must be 'trainable' or 'total', got {convention!r}")
+    trainable = sum(p.numel() for p in model.parameters())
+    if convention == "trainable":
+        return trainable
     batch_norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    return sum(p.numel() for p in model.parameters()) + sum(2 * m.num_features for m in batch_norms)
+    return trainable + sum(2 * m.num_features for m in batch_norms)
 
 
 def high_frequency_share(maps: Tensor, cutoff: float = 0.25) -> Tensor:
