@@ -24,6 +24,24 @@ PIXELATED = "vaelab-pixelated"  # CSS class of the widgets whose pictures keep s
 
 # ---------------------------------------------------------------- static figures
 
+BOOK_STYLE = {
+    "figure.dpi": 110,
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "legend.frameon": False,
+    "image.cmap": "gray",
+    "image.interpolation": "nearest",  # small images keep their pixels
+}
+
+
+def use_book_style() -> None:
+    """One look for every figure of the book (chapters call it through vaelab.chapter.begin)."""
+    plt.rcParams.update(BOOK_STYLE)
+
 
 def to_array(images: Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 1.0) -> np.ndarray:
     """Tile a batch N x C x H x W in [0,1] into one array: H' x W' for grey images, H' x W' x 3 for colour."""
