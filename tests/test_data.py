@@ -3,9 +3,11 @@
 import gzip
 import pickle
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
+import platformdirs
 import pytest
 import torch
 import torchvision
@@ -324,8 +326,14 @@ def test_data_root_precedence(tmp_path, monkeypatch):
     (checkout / "data").mkdir()
     monkeypatch.setattr(data, "__file__", str(checkout / "vaelab" / "data.py"))
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VAELAB_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # where platformdirs puts Linux user caches
 
-    assert data.data_root() == tmp_path / "data"  # data/ without pyproject.toml: not a source checkout
+    # data/ without pyproject.toml is not a source checkout: an installed vaelab uses the user cache folder,
+    # never ./data of whatever folder the kernel started in
+    assert data.data_root() == Path(platformdirs.user_cache_dir("vaelab"))
+    if sys.platform.startswith("linux"):
+        assert data.data_root() == tmp_path / "cache" / "vaelab"
     (checkout / "pyproject.toml").write_text("[project]\nname = 'vaelab'\n")
     assert data.data_root() == checkout / "data"
     monkeypatch.setenv("VAELAB_DATA", str(tmp_path / "elsewhere"))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import platformdirs
 import torch
 import torchvision
 from torch import Tensor
@@ -85,17 +86,18 @@ class ImageSet(NamedTuple):
 
 
 def data_root() -> Path:
-    """Folder that holds the datasets.
+    """Folder that holds the datasets, the cached statistics and the training runs.
 
-    $VAELAB_DATA if set; else the data/ folder of the source checkout vaelab was imported
-    from (so notebooks anywhere in the repository share one copy); else ./data.
+    $VAELAB_DATA if set; else the data/ folder of the source checkout vaelab was imported from (so notebooks
+    anywhere in the repository share one copy); else, for an installed vaelab (pip, Colab), the platform's user
+    cache folder (~/.cache/vaelab on Linux), so that every folder a kernel starts in shares one copy too.
     """
     if os.environ.get("VAELAB_DATA"):
         return Path(os.environ["VAELAB_DATA"]).expanduser()
     checkout = Path(__file__).resolve().parents[1]
     if (checkout / "data").is_dir() and (checkout / "pyproject.toml").is_file():
         return checkout / "data"
-    return Path.cwd() / "data"
+    return Path(platformdirs.user_cache_dir("vaelab"))
 
 
 def load(
