@@ -1,0 +1,188 @@
+"""Self-checks for the book's coding exercises.
+
+A coding exercise gives the student a function to complete and one line to run:
+
+    def kl_to_standard_normal(m, S):
+        ...                                   # the student's code; the stub raises NotImplementedError
+    check("ex-elbo-kl-full", kl_to_standard_normal)
+
+`check` calls the student's function on fixed inputs and prints each result beside the expected value, or says
+that the exercise is not done yet. The expected values are computed here *independently*: by another library
+(torch.distributions, scipy, scikit-learn), by autograd, or by a slower direct method, never by the exercise's
+solution, so a solution is only accepted when it agrees with an independent computation. The book's tests run
+every hidden solution through the same checks.
+"""
+from collections.abc import Callable
+
+import numpy as np
+import scipy.linalg
+import scipy.signal
+import scipy.special
+import torch
+from sklearn.feature_selection import VarianceThreshold
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _random_spd(dim: int, g: torch.Generator) -> torch.Tensor:
+    a = torch.randn(dim, dim, generator=g, dtype=torch.float64)
+    return a @ a.T + 0.1 * torch.eye(dim, dtype=torch.float64)
+
+
+# ---------------------------------------------------------------- the cases of each exercise: (inputs, expected)
+
+
+def _elbo_kl_full():
+    """KL(N(m, S) || N(0, I)) for a full covariance S, against torch.distributions."""
+    g, cases = _generator(0), []
+    for dim in (1, 2, 5):
+        m, S = torch.randn(dim, generator=g, dtype=torch.float64), _random_spd(dim, g)
+        q = torch.distributions.MultivariateNormal(m, S)
+        p = torch.distributions.MultivariateNormal(torch.zeros(dim, dtype=torch.float64), torch.eye(dim, dtype=torch.float64))
+        cases.append(((m.numpy(), S.numpy()), torch.distributions.kl_divergence(q, p).item()))
+    return cases
+
+
+def _elbo_iwae():
+    """log (1/K) sum_k exp(log w_k) per column, against scipy's logsumexp; the weights span hundreds of nats, so
+    exponentiating them directly overflows or underflows."""
+    rng, cases = np.random.default_rng(1), []
+    for scale, shift in ((1.0, 0.0), (30.0, -800.0), (5.0, 750.0)):
+        log_w = shift + scale * rng.normal(size=(16, 3))
+        cases.append(((log_w,), scipy.special.logsumexp(log_w, axis=0) - np.log(len(log_w))))
+    return cases
+
+
+def _vae_kl_diag():
+    """KL(N(mu, diag exp(logvar)) || N(0, I)) per row, against torch.distributions."""
+    g = _generator(2)
+    mu, logvar = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g)
+    q = torch.distributions.Normal(mu, torch.exp(0.5 * logvar))
+    expected = torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).sum(-1)
+    return [((mu, logvar), expected)]
+
+
+def _vae_gamma():
+    """The final gamma after a sequence of batch MSEs: the running mean by scipy's IIR filter, then the running
+    minimum by numpy, instead of the step-by-step update the exercise asks for."""
+    rng, cases = np.random.default_rng(3), []
+    for decay in (0.99, 0.9):
+        mses = np.exp(-np.linspace(0, 3, 200)) * (1 + 0.3 * rng.normal(size=200)) ** 2
+        # m_t = decay m_{t-1} + (1 - decay) mse_t with m_0 = 1: a first-order filter with initial state
+        running, _ = scipy.signal.lfilter([1 - decay], [1, -decay], mses, zi=[decay * 1.0])
+        expected = float(np.minimum.accumulate(np.concatenate([[1.0], running]))[-1])
+        cases.append(((mses.tolist(), decay), expected))
+    return cases
+
+
+def _eval_frechet():
+    """The Frechet distance between two Gaussians, with scipy's general matrix square root (pytorch-fid's way)."""
+    g, cases = _generator(4), []
+    for dim in (1, 3, 8):
+        m1, m2 = (torch.randn(dim, generator=g, dtype=torch.float64).numpy() for _ in range(2))
+        c1, c2 = _random_spd(dim, g).numpy(), _random_spd(dim, g).numpy()
+        covmean = scipy.linalg.sqrtm(c1 @ c2).real
+        expected = float(np.sum((m1 - m2) ** 2) + np.trace(c1) + np.trace(c2) - 2 * np.trace(covmean))
+        cases.append(((m1, c1, m2, c2), expected))
+    return cases
+
+
+def _eval_inactive():
+    """How many latent variables have Var_x[mu_j] < threshold, with scikit-learn's VarianceThreshold, which keeps
+    the features whose (population) variance exceeds the threshold."""
+    rng, cases = np.random.default_rng(5), []
+    for threshold in (0.05, 0.5):
+        mu = rng.normal(size=(500, 12)) * np.array([1.0, 0.01, 0.3, 0.1, 2.0, 0.05, 0.2, 0.001, 0.6, 0.15, 1.5, 0.02])
+        kept = VarianceThreshold(threshold).fit(mu).get_support()
+        cases.append(((mu, threshold), int((~kept).sum())))
+    return cases
+
+
+def _split_blend():
+    """sigma x1 + (1 - sigma) x2 with sigma's one channel broadcast over C colours, pixel by pixel with numpy."""
+    g = _generator(6)
+    sigma, x1, x2 = torch.rand(2, 1, 4, 4, generator=g), torch.rand(2, 3, 4, 4, generator=g), torch.rand(2, 3, 4, 4, generator=g)
+    s, a, b = sigma.numpy(), x1.numpy(), x2.numpy()
+    expected = np.empty_like(a)
+    for n in range(2):
+        for c in range(3):
+            expected[n, c] = s[n, 0] * a[n, c] + (1 - s[n, 0]) * b[n, c]
+    return [((sigma, x1, x2), torch.from_numpy(expected))]
+
+
+def _split_gradients():
+    """dL/dsigma, dL/dx1, dL/dx2 for L = sum(g * x_hat), by autograd, for an upstream gradient g = dL/dx_hat."""
+    g = _generator(7)
+    sigma, x1, x2 = (torch.rand(2, c, 5, 5, generator=g, dtype=torch.float64, requires_grad=True) for c in (1, 3, 3))
+    upstream = torch.randn(2, 3, 5, 5, generator=g, dtype=torch.float64)
+    x_hat = sigma * x1 + (1 - sigma) * x2
+    grads = torch.autograd.grad((upstream * x_hat).sum(), (sigma, x1, x2))
+    return [((sigma.detach(), x1.detach(), x2.detach(), upstream), tuple(grads))]
+
+
+EXERCISES: dict[str, Callable[[], list]] = {
+    "ex-elbo-kl-full": _elbo_kl_full,
+    "ex-elbo-iwae": _elbo_iwae,
+    "ex-vae-kl-diag": _vae_kl_diag,
+    "ex-vae-gamma-code": _vae_gamma,
+    "ex-eval-frechet-code": _eval_frechet,
+    "ex-eval-inactive-code": _eval_inactive,
+    "ex-split-blend-code": _split_blend,
+    "ex-split-gradients-code": _split_gradients,
+}
+
+
+# ---------------------------------------------------------------- comparing and reporting
+
+
+def _as_array(value) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().double().cpu().numpy()
+    return np.asarray(value, dtype=np.float64)
+
+
+def _agrees(value, expected, rtol: float, atol: float) -> bool:
+    if isinstance(expected, tuple):
+        return isinstance(value, (tuple, list)) and len(value) == len(expected) and all(
+            _agrees(v, e, rtol, atol) for v, e in zip(value, expected))
+    got, want = _as_array(value), _as_array(expected)
+    return got.shape == want.shape and bool(np.allclose(got, want, rtol=rtol, atol=atol))
+
+
+def _short(value) -> str:
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_short(v) for v in value) + ")"
+    array = _as_array(value)
+    if array.size == 1:
+        return f"{array.item():.6g}"
+    return f"array {tuple(array.shape)}, first values {np.array2string(array.ravel()[:3], precision=4)}"
+
+
+def check(label: str, student: Callable, rtol: float = 1e-6, atol: float = 1e-8) -> bool | None:
+    """Run the student's function on the exercise's cases; print "your value / expected" for each.
+
+    Returns True when every case agrees, False when one does not, None when the exercise is not done yet (the
+    stub raises NotImplementedError or returns None). It never raises for a wrong answer: a chapter runs on.
+    """
+    if label not in EXERCISES:
+        raise KeyError(f"no exercise {label!r}; known: {', '.join(sorted(EXERCISES))}")
+    results = []
+    for inputs, expected in EXERCISES[label]():
+        try:
+            value = student(*inputs)
+        except NotImplementedError:
+            value = None
+        if value is None:
+            print(f"{label}: not done yet. Complete the function above and run this cell again.")
+            return None
+        try:
+            ok = _agrees(value, expected, rtol, atol)
+        except (TypeError, ValueError):  # a value of the wrong kind altogether
+            ok = False
+        results.append(ok)
+        print(f"{'ok ' if ok else 'NO '} your value {_short(value)}   expected {_short(expected)}")
+    passed = all(results)
+    print(f"{label}: {'all cases agree' if passed else 'some cases disagree'} ({sum(results)} of {len(results)}).")
+    return passed
