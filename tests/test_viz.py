@@ -129,3 +129,55 @@ def test_notebook_embeds_a_kernel_free_sigma_explorer(tmp_path):
     view = output["data"][WIDGET_VIEW]
     assert view["model_id"] in state
     assert state[view["model_id"]]["model_name"] == "VBoxModel"
+
+
+# ---------------------------------------------------------------- ipywidgets 7 (Colab's) and 8
+
+LINK_SUMMARY = """
+import json, torch
+import ipywidgets
+from ipywidgets.embed import dependency_state
+from vaelab import viz
+g = torch.Generator().manual_seed(0)
+state = dependency_state(viz.sigma_explorer(*(torch.rand(2, 1, 8, 8, generator=g) for _ in range(3)), steps=4))
+def model(ref):
+    return state[ref.removeprefix("IPY_MODEL_")]
+links = []
+for m in state.values():
+    if m["model_name"] == "LinkModel":
+        (source, trait), (target, target_trait) = m["state"]["source"], m["state"]["target"]
+        pages = model(target)
+        links.append([model(source)["state"]["description"], trait, pages["model_name"], target_trait,
+                      len(pages["state"]["children"]), pages["state"].get("_dom_classes", [])])
+print(json.dumps({"version": ipywidgets.__version__, "links": links}))
+"""
+IPYWIDGETS7 = Path(__file__).resolve().parents[1] / ".ci" / "cache" / "ipywidgets7"  # .ci/setup installs it
+
+
+def link_summary(extra_path: Path | None = None) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ)
+    if extra_path is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(extra_path), env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, "-c", LINK_SUMMARY], env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("version", ["8", "7"])
+def test_sliders_switch_precomputed_pages_in_the_browser_on_ipywidgets_7_and_8(version):
+    if version == "7" and not (IPYWIDGETS7 / "ipywidgets").is_dir():
+        pytest.skip(f"ipywidgets 7.7 is not installed in {IPYWIDGETS7} (bash .ci/setup installs it there)")
+    summary = link_summary(IPYWIDGETS7 if version == "7" else None)
+    assert summary["version"].startswith(version + ".")
+    pages_model = "StackModel" if version == "8" else "TabModel"
+    links = summary["links"]
+    # the mask slider "a" switches, for each of the 2 images, a stack of its 4 blends; "image" switches the images
+    blends = [link for link in links if link[:2] == ["a", "index"]]
+    images = [link for link in links if link[:2] == ["image", "value"]]
+    assert len(blends) == 2 and all(link[2:5] == [pages_model, "selected_index", 4] for link in blends)
+    assert len(images) == 2 and all(link[2:5] == [pages_model, "selected_index", 2] for link in images)
+    if version == "7":  # the Tabs that stand in for Stacks carry the class whose style hides their tab bar
+        assert all(viz.STACK in link[5] for link in links)

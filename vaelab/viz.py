@@ -1,9 +1,12 @@
 """Figures of image batches and of Split-VAE parts, and widgets that stay interactive in the rendered book.
 
 The widgets never call back into Python. Every picture a slider can reach is drawn in advance as a small PNG and
-put in an `ipywidgets.Stack`; the slider is tied to the stack's `selected_index` by `ipywidgets.jslink`, which
-runs in the browser. So the widgets behave the same in Jupyter, in Colab and in the book's static HTML, where no
-kernel runs: Jupyter Book embeds the saved widget state (the notebook's `metadata.widgets`), pictures included.
+put in a stack of pages; the slider is tied to the stack's `selected_index` by `ipywidgets.jslink`, which runs in
+the browser. So the widgets behave the same in Jupyter, in Colab and in the book's static HTML, where no kernel
+runs: Jupyter Book embeds the saved widget state (the notebook's `metadata.widgets`), pictures included.
+
+The stack is `ipywidgets.Stack` on ipywidgets 8. Colab ships ipywidgets 7.7, which has no Stack, and upgrading it
+inside a running Colab kernel breaks widget display; there the stack is a `Tab` whose tab bar a style rule hides.
 """
 import io
 
@@ -104,12 +107,28 @@ def picture(images: list[Tensor], scale: int = 3) -> widgets.Image:
     return widgets.Image(value=png(images), format="png", width=strip_width * scale, height=strip_height * scale)
 
 
+STACK = "vaelab-stack"  # CSS class of the Tabs that stand in for a Stack on ipywidgets 7
+STYLE = f"""<style>
+.{PIXELATED} img {{ image-rendering: pixelated; }}
+.{STACK} > .p-TabBar, .{STACK} > .lm-TabBar {{ display: none; }}
+.{STACK} > .widget-tab-contents {{ border: none; padding: 0; }}
+</style>"""
+
+
 def pixelated(widget: widgets.Widget) -> widgets.VBox:
-    """`widget` under a style rule that tells the browser to enlarge its pictures without smoothing."""
-    style = widgets.HTML(f"<style>.{PIXELATED} img {{ image-rendering: pixelated; }}</style>")
-    box = widgets.VBox([style, widget])
+    """`widget` under style rules that enlarge its pictures without smoothing (and hide the tab bars of the
+    stacks that ipywidgets 7 builds from Tabs)."""
+    box = widgets.VBox([widgets.HTML(STYLE), widget])
     box.add_class(PIXELATED)
     return box
+
+
+def tabs(pages: list[widgets.Widget], titles: list[str]) -> widgets.Tab:
+    """A Tab with titles, written the way both ipywidgets 7 and 8 accept."""
+    tab = widgets.Tab(pages)
+    for i, title in enumerate(titles):
+        tab.set_title(i, title)
+    return tab
 
 
 def column_titles(names: list[str], width: int, scale: int = 3) -> widgets.HTML:
@@ -118,9 +137,14 @@ def column_titles(names: list[str], width: int, scale: int = 3) -> widgets.HTML:
     return widgets.HTML(f"<div style='display:flex;margin-left:{scale}px'>{cells}</div>")
 
 
-def stack_under(slider: widgets.Widget, pages: list[widgets.Widget], trait: str = "value") -> widgets.Stack:
-    """A Stack showing pages[i] when the slider's `trait` is i, switched in the browser (jslink), not in Python."""
-    stack = widgets.Stack(pages, selected_index=getattr(slider, trait))
+def stack_under(slider: widgets.Widget, pages: list[widgets.Widget], trait: str = "value") -> widgets.Widget:
+    """Pages of which pages[i] shows when the slider's `trait` is i, switched in the browser (jslink), not in
+    Python: an ipywidgets 8 Stack, or on ipywidgets 7 a Tab with its tab bar hidden (see STYLE)."""
+    if hasattr(widgets, "Stack"):
+        stack = widgets.Stack(pages, selected_index=getattr(slider, trait))
+    else:
+        stack = widgets.Tab(pages, selected_index=getattr(slider, trait))
+        stack.add_class(STACK)
     widgets.jslink((slider, trait), (stack, "selected_index"))
     return stack
 
@@ -228,4 +252,4 @@ def latent_explorer(model: nn.Module, images: Tensor, n_latents: int = 4, steps:
             widgets.VBox([column_titles(names, width, scale), stack_under(pair, line_pages)], layout=BESIDE),
         ]),
     ])
-    return pixelated(widgets.Tab([traversal, interpolation], titles=("traversal", "interpolation")))
+    return pixelated(tabs([traversal, interpolation], ["traversal", "interpolation"]))
