@@ -176,7 +176,7 @@ class Visit:
     local_copies: dict[str, str] = field(default_factory=dict)  # CDN URL -> npm name@version that answered it
     problems: list[str] = field(default_factory=list)  # the visit itself: time-outs and the like
     dom: dict = field(default_factory=dict)  # what COLLECT returned
-    sliders: list[dict] = field(default_factory=list)
+    controls: list[dict] = field(default_factory=list)  # sliders, tabs, dropdowns: what using each did
     screenshot: Path | None = None
     seconds: float = 0.0
 
@@ -263,44 +263,120 @@ WIDGETS_RENDERED = r"""() => [...document.querySelectorAll('%(view)s')].every(s 
 })""".replace("%(view)s", WIDGET_VIEW)
 
 
-def _move_sliders(page, visit: Visit) -> None:
-    """Press an arrow key on every slider handle and watch the pictures of its cell change."""
+def _context_of(element) -> tuple:
+    """The element's cell output (where its pictures are) and the first line of its cell's code."""
+    root = element.locator("xpath=ancestor::div[contains(@class, 'cell_output')][1]")
+    if root.count() == 0:
+        root = element.locator("xpath=ancestor::div[contains(@class, 'widget-subarea')][1]")
+    cell_input = element.locator("xpath=ancestor::div[contains(concat(' ', normalize-space(@class), ' '), "
+                                 "' cell ')][1]//div[contains(@class, 'cell_input')]")
+    cell = re.sub(r"\s+", " ", cell_input.first.text_content() or "").strip()[:70] if cell_input.count() else ""
+    return root, cell
+
+
+def _pictures_change(page, root, act) -> tuple[bool, str]:
+    """Do `act`, then wait up to 5 s for the visible pictures under `root` to change."""
+    before = root.evaluate(VISIBLE_PICTURES)
+    act()
+    after, deadline = before, time.monotonic() + 5
+    while time.monotonic() < deadline:
+        after = root.evaluate(VISIBLE_PICTURES)
+        if after != before:
+            break
+        page.wait_for_timeout(100)
+    if not before:
+        return False, "no visible picture beside it"
+    return after != before, f"{len(before)} visible picture(s) {'changed' if after != before else 'did not change'}"
+
+
+# If `e` sits in a page of a Tab that is not shown, mark that page's tab (and the current one) and say so.
+MARK_HIDING_TAB = r"""e => {
+  for (let n = e; n && n.parentElement; n = n.parentElement) {
+    const box = n.parentElement;
+    if (box.classList.contains('widget-tab-contents') && /(lm|p)-mod-hidden/.test(n.className)) {
+      const bar = box.parentElement.querySelector(':scope > .lm-TabBar, :scope > .p-TabBar');
+      const tabs = bar ? bar.querySelectorAll('.lm-TabBar-tab, .p-TabBar-tab') : [];
+      const tab = tabs[[...box.children].indexOf(n)];
+      if (!tab || !tab.checkVisibility()) return false;
+      tab.setAttribute('data-vaelab-reveal', 'show');
+      const current = bar.querySelector('.lm-mod-current, .p-mod-current');
+      if (current) current.setAttribute('data-vaelab-reveal', 'back');
+      return true;
+    }
+  }
+  return false;
+}"""
+
+
+def _reveal(page, element) -> list:
+    """Click the tabs that hide `element`; returns the tabs to click afterwards to put them back."""
+    back = []
+    for _ in range(4):  # tabs in tabs
+        if element.is_visible() or not element.evaluate(MARK_HIDING_TAB):
+            break
+        previous = page.locator('[data-vaelab-reveal="back"]')
+        back.insert(0, previous.element_handle() if previous.count() else None)
+        page.locator('[data-vaelab-reveal="show"]').click()
+        page.evaluate("() => document.querySelectorAll('[data-vaelab-reveal]')"
+                      ".forEach(t => t.removeAttribute('data-vaelab-reveal'))")
+    return [b for b in back if b is not None]
+
+
+def _exercise_widgets(page, visit: Visit) -> None:
+    """Move every slider by one step with the keyboard, click every other tab of every visible tab bar, pick
+    another option of every dropdown; each time the pictures of that cell must change. The widgets are
+    kernel-free (jslink in the browser), so nothing else is needed."""
+    controls = []
     handles = page.locator(".widget-slider .noUi-handle")
     for i in range(handles.count()):
-        handle = handles.nth(i)
-        slider = handle.locator("xpath=ancestor::div[contains(@class, 'widget-slider')][1]")
-        root = handle.locator("xpath=ancestor::div[contains(@class, 'cell_output')][1]")
-        if root.count() == 0:
-            root = handle.locator("xpath=ancestor::div[contains(@class, 'widget-subarea')][1]")
-        label = (slider.locator(".widget-label").first.text_content(timeout=2000) or "").strip() \
-            if slider.locator(".widget-label").count() else ""
-        result = {"slider": i + 1, "label": label, "cell": "", "changed": False, "detail": ""}
-        cell_input = handle.locator("xpath=ancestor::div[contains(concat(' ', normalize-space(@class), ' '), "
-                                    "' cell ')][1]//div[contains(@class, 'cell_input')]")
-        if cell_input.count():
-            result["cell"] = re.sub(r"\s+", " ", cell_input.first.text_content() or "").strip()[:70]
+        controls.append(("slider", i, handles.nth(i)))
+    tabs = page.locator(".widget-tab > .lm-TabBar .lm-TabBar-tab, .widget-tab > .p-TabBar .p-TabBar-tab")
+    for i in range(tabs.count()):
+        if tabs.nth(i).is_visible():  # vaelab's Stack stand-in on ipywidgets 7 is a Tab with a hidden bar
+            controls.append(("tab", i, tabs.nth(i)))
+    selects = page.locator(".widget-dropdown select")
+    for i in range(selects.count()):
+        controls.append(("dropdown", i, selects.nth(i)))
+    for kind, i, element in controls:
+        root, cell = _context_of(element)
+        result = {"control": f"{kind} {i + 1}", "label": "", "cell": cell, "changed": False, "detail": ""}
         try:
-            before = root.evaluate(VISIBLE_PICTURES)
-            now, top = handle.get_attribute("aria-valuenow"), handle.get_attribute("aria-valuemax")
-            key, back = ("ArrowLeft", "ArrowRight") if now is not None and now == top else ("ArrowRight", "ArrowLeft")
-            handle.scroll_into_view_if_needed()
-            handle.focus()
-            handle.press(key)
-            after = before
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
-                after = root.evaluate(VISIBLE_PICTURES)
-                if after != before:
-                    break
-                page.wait_for_timeout(100)
-            moved_to = handle.get_attribute("aria-valuenow")
-            result["changed"] = bool(before) and after != before
-            result["detail"] = (f"{len(before)} visible picture(s); value {now} -> {moved_to} by {key}; "
-                                f"pictures {'changed' if after != before else 'did not change'}")
-            handle.press(back)
+            put_back = _reveal(page, element)
+            element.scroll_into_view_if_needed(timeout=5000)
+            if kind == "slider":
+                widget = element.locator("xpath=ancestor::div[contains(@class, 'widget-slider')][1]")
+                labels = widget.locator(".widget-label")
+                result["label"] = (labels.first.text_content() or "").strip() if labels.count() else ""
+                now, top = element.get_attribute("aria-valuenow"), element.get_attribute("aria-valuemax")
+                key, back = ("ArrowLeft", "ArrowRight") if now is not None and now == top else ("ArrowRight",
+                                                                                              "ArrowLeft")
+                element.focus()
+                changed, detail = _pictures_change(page, root, lambda: element.press(key))
+                detail += f" (value {now} -> {element.get_attribute('aria-valuenow')} by {key})"
+                element.press(back)
+            elif kind == "tab":
+                result["label"] = (element.text_content() or "").strip()
+                if "mod-current" in (element.get_attribute("class") or ""):
+                    continue  # the tab shown first: reached by clicking another tab, then this one
+                bar = element.locator("xpath=..")
+                current = bar.locator(".lm-mod-current, .p-mod-current").first
+                changed, detail = _pictures_change(page, root, lambda: element.click())
+                current.click()
+            else:
+                options = element.locator("option")
+                index = element.evaluate("e => e.selectedIndex")
+                if options.count() < 2:
+                    continue
+                other = (index + 1) % options.count()
+                result["label"] = (options.nth(other).text_content() or "").strip()
+                changed, detail = _pictures_change(page, root, lambda: element.select_option(index=other))
+                element.select_option(index=index)
+            result["changed"], result["detail"] = changed, detail
+            for tab in put_back:
+                tab.click()
         except Exception as error:  # a broken widget is a finding, not a crash of the whole visit
-            result["detail"] = f"could not move it: {type(error).__name__}: {str(error).splitlines()[0]}"
-        visit.sliders.append(result)
+            result["detail"] = f"could not use it: {type(error).__name__}: {str(error).splitlines()[0]}"
+        visit.controls.append(result)
 
 
 @pytest.fixture(scope="session")
@@ -364,7 +440,7 @@ def visit(browser, server, site, screenshots):
             v.dom.update(page.evaluate(COLLECT))
             v.screenshot = screenshots / (name.replace("/", "__") + ".png")
             page.screenshot(path=str(v.screenshot), full_page=True)
-            _move_sliders(page, v)
+            _exercise_widgets(page, v)
             page.wait_for_timeout(200)  # let late console errors arrive
         except Exception as error:
             v.problems.append(f"{type(error).__name__}: {str(error).splitlines()[0]}")
@@ -379,7 +455,7 @@ def visit(browser, server, site, screenshots):
                       "failed_requests": v.failed_requests, "outside_requests": v.outside_requests,
                       "images": len(v.dom.get("images", [])), "figures": [f["id"] for f in v.dom.get("figures", [])],
                       "math": v.dom.get("nMath"), "mathjax": v.dom.get("mathjax_ready"),
-                      "widgets": len(v.dom.get("widgetViews", [])), "sliders": v.sliders,
+                      "widgets": len(v.dom.get("widgetViews", [])), "controls": v.controls,
                       "screenshot": v.screenshot.name if v.screenshot else None} for name, v in done.items()}
     (screenshots / "report.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
 
@@ -568,11 +644,12 @@ def test_internal_links_and_anchors_resolve(visit, site, server, static_ids, pag
 
 
 def test_widgets_respond(visit, page):
-    """Every embedded widget renders, and moving each slider changes the picture it drives (no kernel)."""
+    """Every embedded widget renders, and each slider, tab and dropdown changes the pictures it drives, with no
+    kernel."""
     v = _visited(visit, page)
     errors = [f"a widget did not render (cell {w['cell']!r})" for w in v.dom["widgetViews"] if not w["rendered"]]
-    errors += [f"slider {s['slider']} {s['label']!r} (cell {s['cell']!r}): {s['detail']}"
-               for s in v.sliders if not s["changed"]]
+    errors += [f"{c['control']} {c['label']!r} (cell {c['cell']!r}): {c['detail']}"
+               for c in v.controls if not c["changed"]]
     assert not errors, f"{_where(v)}:\n  " + "\n  ".join(errors)
 
 
