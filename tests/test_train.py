@@ -3,7 +3,8 @@ import torch
 
 from vaelab import VAE, BalancedGaussianELBO, TrainConfig, compute_mode, fit, restore
 from vaelab.data import load
-from vaelab.train import CheckpointError, NonFiniteLossError, load_checkpoint, save_checkpoint
+from vaelab.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from vaelab.train import NonFiniteLossError
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +65,14 @@ def test_corrupt_truncated_and_foreign_checkpoints_are_clear_errors(tiny_config,
 
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     path = tmp_path / "ckpt.pt"
-    save_checkpoint(path, {"format": "vaelab-checkpoint-1", "epoch": 1})
+    save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "epoch": 1})
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt  # killed half-way through writing
 
     monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(path, {"format": "vaelab-checkpoint-1", "epoch": 2})
+        save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "epoch": 2})
     assert load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temporary file left behind
 
@@ -100,7 +101,11 @@ def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(tiny_
 @pytest.mark.parametrize("bad, message", [
     (torch.rand(100, 8, 8), "N x C x H x W"),
     (torch.rand(100, 1, 8, 8) * 2, r"\[0,1\]"),
-    (torch.randint(0, 2, (100, 1, 8, 8)), "floats"),
+    (torch.rand(100, 1, 8, 8) * 255, "divide by 255"),
+    (torch.randint(0, 2, (100, 1, 8, 8)), "float32"),
+    (torch.rand(100, 1, 8, 8, dtype=torch.float64), r"float32.*float64"),
+    (torch.rand(100, 1, 8, 8).numpy(), "torch.from_numpy"),
+    (torch.rand(0, 1, 8, 8), "empty"),
     (torch.rand(10, 1, 8, 8), "fewer than one batch"),
 ])
 def test_bad_training_data_is_a_clear_error(tiny_config, bad, message):
@@ -193,3 +198,69 @@ def test_an_adversary_trains_on_its_own_loss_and_resumes_exactly(tiny_config, di
     resumed, resumed_adversary = run(2, ckpt)
     assert resumed["loss"] == straight["loss"] and resumed["adversary_loss"] == straight["adversary_loss"]
     torch.testing.assert_close(resumed_adversary.state_dict(), adversary.state_dict(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("setting, message", [
+    (dict(epochs=0), "epochs must be at least 1"),
+    (dict(batch_size=1), "at least 2"),
+    (dict(lr=0.0), "lr > 0"),
+    (dict(lr_decay=1.5), "lr_decay"),
+    (dict(device="cuda:0" if not torch.cuda.is_available() else "mps"), "this machine has no"),
+    (dict(device="gpu please"), "is not a device"),
+])
+def test_nonsense_settings_are_a_clear_error(tiny_config, digits, setting, message):
+    if setting.get("device") == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has both")
+    with pytest.raises(ValueError, match=message):
+        fit(VAE(tiny_config), BalancedGaussianELBO(), digits,
+            TrainConfig(**{"epochs": 1, "batch_size": 50, "progress": False, **setting}))
+
+
+@pytest.mark.parametrize("change, named", [
+    (dict(objective=BalancedGaussianELBO(beta=100.0)), "beta"),
+    (dict(lr=1e-2), "train.lr"),
+    (dict(images="other"), "data"),
+])
+def test_resuming_refuses_a_checkpoint_of_another_run(tiny_config, digits, tmp_path, change, named):
+    ckpt = str(tmp_path / "run.pt")
+    train(tiny_config, digits, epochs=1, checkpoint=ckpt)
+    images = digits.flip(-1) if change.pop("images", None) else digits
+    objective = change.pop("objective", BalancedGaussianELBO(beta=1.0))
+    with pytest.raises(CheckpointError, match=rf"another run(.|\n)*{named}(.|\n)*delete the file"):
+        fit(VAE(tiny_config), objective, images,
+            TrainConfig(epochs=2, batch_size=50, progress=False, checkpoint=ckpt, **change))
+    assert load_checkpoint(ckpt)["epoch"] == 1  # untouched
+
+
+def test_a_second_process_cannot_train_the_same_run(tiny_config, digits, tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+    ckpt = tmp_path / "run.pt"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import fcntl, sys, time
+        lock = open({str(ckpt) + ".lock"!r}, "a+")
+        fcntl.flock(lock, fcntl.LOCK_EX)  # what a training process holds
+        lock.write("pid 4242 on a notebook"); lock.flush()
+        print("locked", flush=True)
+        time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(CheckpointError, match="being trained by another process.*pid 4242"):
+            train(tiny_config, digits, epochs=1, checkpoint=str(ckpt))
+    finally:
+        holder.kill()
+        holder.wait()
+    train(tiny_config, digits, epochs=1, checkpoint=str(ckpt))  # the lock dies with its process
+    assert load_checkpoint(ckpt)["epoch"] == 1
+
+
+def test_orphaned_temporary_files_of_a_killed_writer_are_removed(tiny_config, digits, tmp_path):
+    ckpt = tmp_path / "run.pt"
+    orphan = tmp_path / "run.pt.k1ll3d.tmp"
+    orphan.write_bytes(b"half a checkpoint")
+    unrelated = tmp_path / "run.pt2.abc.tmp"
+    unrelated.write_bytes(b"another run's")
+    train(tiny_config, digits, epochs=1, checkpoint=str(ckpt))
+    assert not orphan.exists() and unrelated.exists()

@@ -32,7 +32,8 @@ from torch import Tensor, nn
 
 from . import data
 from .losses import bernoulli_nll, gaussian_nll
-from .train import CheckpointError, pick_device, save_checkpoint, seed_everything
+from .checkpoint import CheckpointError, save_checkpoint
+from .train import pick_device, seed_everything
 from .vae import Encoder
 
 # ---------------------------------------------------------------- the Frechet distance

@@ -15,10 +15,7 @@ What the papers need beyond a plain Adam loop is options, not copies of the loop
   and updates both networks on every batch from the same forward pass, each on its own loss.
 """
 import os
-import pickle
 import random
-import tempfile
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,8 +24,10 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, check_same_run, exclusive, model_config, restore,
+                         run_identity, save_checkpoint)
+
 COMPUTE_MODES = ("quick", "full")
-CHECKPOINT_FORMAT = "vaelab-checkpoint-1"
 
 
 def compute_mode() -> str:
@@ -61,10 +60,6 @@ def seed_everything(seed: int) -> None:
 
 class NonFiniteLossError(RuntimeError):
     """Training produced NaN or inf. The checkpoint on disk still holds the last good epoch."""
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, truncated, corrupt, or belongs to another model."""
 
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
@@ -107,52 +102,6 @@ class History(dict):
         return {"steps": dict(self), "epochs": self.epochs}
 
 
-def save_checkpoint(path: str | Path, payload: dict) -> None:
-    """Write atomically: a crash mid-write leaves the previous checkpoint intact, never a truncated file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """Load with weights_only=True (no arbitrary code runs) and check that it is a vaelab checkpoint."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {err}") from err
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a vaelab checkpoint (expected format {CHECKPOINT_FORMAT!r})")
-    return payload
-
-
-def model_config(model: nn.Module) -> dict:
-    return asdict(model.config) if hasattr(model, "config") else {}
-
-
-def restore(model: nn.Module, path: str | Path) -> dict:
-    """Load a checkpoint's weights into `model` after checking it was saved from the same architecture."""
-    payload = load_checkpoint(path)
-    if payload["model_class"] != type(model).__name__ or payload["model_config"] != model_config(model):
-        raise CheckpointError(
-            f"{path} holds a {payload['model_class']} with config {payload['model_config']}, "
-            f"not this {type(model).__name__} with config {model_config(model)}"
-        )
-    model.load_state_dict(payload["model"])
-    return payload
-
-
 def make_optimizer(parameters, config: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """The optimiser TrainConfig names, and its per-step schedule lr_t = max(lr * lr_decay^t, min_lr)."""
     if config.optimizer not in OPTIMIZERS:
@@ -163,22 +112,66 @@ def make_optimizer(parameters, config: TrainConfig) -> tuple[torch.optim.Optimiz
     return optimizer, schedule
 
 
-def _check_images(images: Tensor) -> None:
-    if not isinstance(images, Tensor) or images.dim() != 4:
-        raise ValueError(f"images must be a float tensor N x C x H x W, got {getattr(images, 'shape', type(images))}")
-    if not images.is_floating_point():
-        raise ValueError(f"images must be floats in [0,1], got dtype {images.dtype}")
+def _check_images(images) -> None:
+    if not isinstance(images, Tensor):
+        hint = " (torch.from_numpy(array) converts a numpy array)" if hasattr(images, "__array__") else ""
+        raise ValueError(f"images must be a torch tensor N x C x H x W, got {type(images).__name__}{hint}")
+    if images.dim() != 4:
+        raise ValueError(f"images must be a float tensor N x C x H x W, got shape {tuple(images.shape)}")
+    if images.dtype != torch.float32:
+        raise ValueError(f"images must be float32 in [0,1], got dtype {images.dtype} "
+                         f"(images.float() / 255 converts 8-bit images, images.float() other floats)")
+    if len(images) == 0:
+        raise ValueError("images is empty: there is nothing to train on")
     low, high = images.min().item(), images.max().item()
     if not (0.0 <= low and high <= 1.0):
-        raise ValueError(f"images must lie in [0,1], found values in [{low:.3g}, {high:.3g}]")
+        raise ValueError(f"images must lie in [0,1], found values in [{low:.3g}, {high:.3g}]"
+                         + (" (8-bit images? divide by 255)" if high > 1.5 else ""))
+
+
+def _check_config(config: TrainConfig) -> None:
+    if config.epochs < 1:
+        raise ValueError(f"TrainConfig.epochs must be at least 1, got {config.epochs}")
+    if config.batch_size < 2:
+        raise ValueError(f"TrainConfig.batch_size must be at least 2 (batch normalisation needs two images per "
+                         f"batch), got {config.batch_size}")
+    if config.lr <= 0 or config.min_lr < 0 or not 0 < config.lr_decay <= 1:
+        raise ValueError(f"need lr > 0, min_lr >= 0 and 0 < lr_decay <= 1; got lr={config.lr}, "
+                         f"min_lr={config.min_lr}, lr_decay={config.lr_decay}")
+
+
+def _device(config: TrainConfig) -> torch.device:
+    if config.device is None:
+        return pick_device()
+    try:
+        device = torch.device(config.device)
+    except RuntimeError as error:
+        raise ValueError(f"TrainConfig.device={config.device!r} is not a device: {error}") from None
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, True):
+        raise ValueError(f"TrainConfig.device={config.device!r}, but this machine has no {device.type.upper()} "
+                         f"device; leave device=None to use the best one there is ({pick_device()})")
+    return device
 
 
 def fit(model: nn.Module, objective, images: Tensor, config: TrainConfig = TrainConfig()) -> History:
-    """Minimise objective(model, x) over `images`. Returns the history of every loss term."""
+    """Minimise objective(model, x) over `images`. Returns the history of every loss term.
+
+    With config.checkpoint set, the run holds a lock on it while it trains (a second process is refused), and an
+    existing checkpoint is resumed only if it was written by the same run (see vaelab.checkpoint).
+    """
     _check_images(images)
+    _check_config(config)
     if len(images) < config.batch_size:
         raise ValueError(f"{len(images)} images are fewer than one batch of {config.batch_size}")
-    device = torch.device(config.device) if config.device else pick_device()
+    device = _device(config)
+    ckpt = Path(config.checkpoint) if config.checkpoint else None
+    with exclusive(ckpt):
+        return _fit(model, objective, images, config, device, ckpt)
+
+
+def _fit(model: nn.Module, objective, images: Tensor, config: TrainConfig, device: torch.device,
+         ckpt: Path | None) -> History:
     model.to(device)
     optimizer, schedule = make_optimizer(model.parameters(), config)
     adversary = getattr(objective, "adversary", None)
@@ -194,9 +187,11 @@ def fit(model: nn.Module, objective, images: Tensor, config: TrainConfig = Train
     def epoch_order(epoch: int) -> Tensor:
         return torch.randperm(len(images), generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
 
-    ckpt = Path(config.checkpoint) if config.checkpoint else None
+    identity = run_identity(model, objective, images, {k: v for k, v in asdict(config).items()
+                                                       if k not in ("epochs", "checkpoint", "device", "progress")})
     if ckpt is not None and ckpt.exists():
         payload = restore(model, ckpt)
+        check_same_run(ckpt, payload["run"], identity)
         optimizer.load_state_dict(payload["optimizer"])
         schedule.load_state_dict(payload["schedule"])
         if adversary is not None:
@@ -249,7 +244,7 @@ def fit(model: nn.Module, objective, images: Tensor, config: TrainConfig = Train
                                          f"nothing was saved" + (f", {ckpt} keeps the last good epoch" if ckpt else ""))
         if ckpt is not None:
             payload = {
-                "format": CHECKPOINT_FORMAT, "epoch": epoch + 1,
+                "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "run": identity,
                 "model_class": type(model).__name__, "model_config": model_config(model),
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                 "objective": objective.state_dict(), "history": history.state_dict(),
