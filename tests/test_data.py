@@ -1,9 +1,13 @@
 """vaelab.data on small files written in each dataset's own on-disk format."""
 
 import gzip
+import os
 import pickle
+import socket
 import struct
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +41,12 @@ def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
     path.write_bytes(gzip.compress(payload) if compress else payload)
 
 
-def write_idx_dataset(folder: Path, seed: int, compress: bool = False) -> dict[str, np.ndarray]:
-    """Four IDX files (5 train, 3 test images) of random pixels in 1..255, so zero padding stands out."""
+def write_idx_dataset(folder: Path, seed: int, compress: bool = False, n_train: int = 5) -> dict[str, np.ndarray]:
+    """Four IDX files (n_train train, 3 test images) of random pixels in 1..255, so zero padding stands out."""
     rng = np.random.default_rng(seed)
     arrays = {
-        "train-images-idx3-ubyte": rng.integers(1, 256, (5, 28, 28), dtype=np.uint8),
-        "train-labels-idx1-ubyte": rng.integers(0, 10, 5, dtype=np.uint8),
+        "train-images-idx3-ubyte": rng.integers(1, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
         "t10k-images-idx3-ubyte": rng.integers(1, 256, (3, 28, 28), dtype=np.uint8),
         "t10k-labels-idx1-ubyte": rng.integers(0, 10, 3, dtype=np.uint8),
     }
@@ -359,3 +363,53 @@ def test_real_debian_fashion_mnist(tmp_path, monkeypatch):
     assert labels.min() >= 0 and labels.max() <= 9 and len(labels.unique()) > 1
     train = data.load("fashion-mnist", root=tmp_path, download=False)
     assert train.images.shape == (60000, 1, 28, 28) and torch.bincount(train.labels).tolist() == [6000] * 10
+
+
+# ---------------------------------------------------------------- safety: untrusted files, parallel loads, hangs
+
+
+def test_a_crafted_cifar10_batch_cannot_run_code(tmp_path):
+    write_cifar10(tmp_path)
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": Exploit(), b"labels": [0]}, f)
+    with pytest.raises(ValueError, match="refusing to load"):
+        data.load("cifar10", "train", root=tmp_path, download=False)
+    assert not marker.exists()
+
+
+def test_parallel_first_loads_unpack_without_corrupting(tmp_path, monkeypatch):
+    system = tmp_path / "system"
+    arrays = write_idx_dataset(system, seed=3, compress=True, n_train=20_000)  # large enough for writes to overlap
+    monkeypatch.setitem(data.SYSTEM_DIRS, "mnist", [system])
+    script = (f"import pathlib, torch; from vaelab import data; data.SYSTEM_DIRS['mnist'] = [pathlib.Path({str(system)!r})]\n"
+              f"x = data.load('mnist', 'train', root={str(tmp_path / 'root')!r}, download=False).images\n"
+              f"torch.save(x, {str(tmp_path)!r} + f'/out{{__import__(\"os\").getpid()}}.pt')")
+    processes = [subprocess.Popen([sys.executable, "-c", script]) for _ in range(3)]
+    assert all(p.wait(timeout=120) == 0 for p in processes)
+    expected = as_float(arrays["train-images-idx3-ubyte"])
+    outputs = list(tmp_path.glob("out*.pt"))
+    assert len(outputs) == 3 and all(torch.equal(torch.load(o), expected) for o in outputs)
+    assert not list((tmp_path / "root").rglob("*.partial"))
+
+
+def test_a_server_that_never_answers_does_not_hang_a_download(tmp_path, monkeypatch):
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts connections (the kernel does), never reads or answers
+    for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(proxy, f"http://127.0.0.1:{silent.getsockname()[1]}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.setattr(data, "DOWNLOAD_TIMEOUT", 1.0)
+    monkeypatch.setattr(data, "SYSTEM_DIRS", {})
+    start = time.monotonic()
+    with pytest.raises(data.DatasetNotFoundError):
+        data.load("mnist", "test", root=tmp_path)
+    assert time.monotonic() - start < 60  # torchvision tries several mirrors and files, each gives up after 1 s
+    silent.close()

@@ -208,6 +208,14 @@ def test_reference_statistics_are_cached_under_a_key_of_everything_they_depend_o
     metrics.reference_statistics(extractor, "mnist", "test", n=200, pad_to_32=True)
     assert len(list((bars_dataset / "stats").iterdir())) == 4
 
+    path.write_bytes(path.read_bytes()[:100])  # a cache cut short, e.g. by a full disk
+    with pytest.raises(ValueError, match=rf"{path.name}.*delete the file"):
+        metrics.reference_statistics(extractor, "mnist", "test", n=200)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        metrics.feature_statistics(extractor, data.load("mnist", "test", limit=1).images)
+    with pytest.raises(ValueError, match="divide by 255"):
+        metrics.feature_statistics(extractor, data.load("mnist", "test", limit=8).images * 255)
+
 
 def test_fewer_samples_than_feature_dimensions_warn(bars_dataset):
     extractor = metrics.classifier_features("mnist", train_limit=600, epochs=1, device="cpu")

@@ -14,6 +14,9 @@ import hashlib
 import os
 import pickle
 import shutil
+import socket
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -83,6 +86,21 @@ class ImageSet(NamedTuple):
 
     images: Tensor  # float32, N x C x H x W, values in [0, 1]
     labels: Tensor  # int64, N class labels (CelebA: N x 40 attribute bits, N x 0 without the attribute file)
+
+
+DOWNLOAD_TIMEOUT = 30.0  # seconds without an answer before a download gives up
+
+
+@contextmanager
+def network_timeout(seconds: float | None = None):
+    """Give every socket opened inside a timeout: torchvision and torch.hub download with urllib and no timeout,
+    so a network that accepts a connection and never answers would hang a chapter for minutes."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT if seconds is None else seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def data_root() -> Path:
@@ -163,7 +181,8 @@ def _load_idx(name: str, split: str, root: Path, download: bool) -> tuple[Tensor
     download_error = None
     if not _has_idx_files(raw) and download:
         try:
-            dataset_class(root, download=True)
+            with network_timeout():
+                dataset_class(root, download=True)
         except Exception as error:  # any failure here just means "not available"; it is reported below
             download_error = error
     if not _has_idx_files(raw):
@@ -189,13 +208,16 @@ def _gunzip_idx_files(source_dir: Path, raw: Path) -> None:
     """Decompress <source_dir>/*.gz into raw/, where torchvision reads them."""
     raw.mkdir(parents=True, exist_ok=True)
     for file in IDX_FILES:
-        source, partial = source_dir / f"{file}.gz", raw / f"{file}.partial"
+        source = source_dir / f"{file}.gz"
+        # A name of its own for every writer: processes that unpack at the same time must not write into one file.
+        fd, partial = tempfile.mkstemp(dir=raw, prefix=f"{file}.", suffix=".partial")
         try:
-            with gzip.open(source) as compressed, open(partial, "wb") as out:
+            with gzip.open(source) as compressed, os.fdopen(fd, "wb") as out:
                 shutil.copyfileobj(compressed, out)
+            os.replace(partial, raw / file)  # a complete file or none, even if interrupted
         except (OSError, EOFError) as error:
+            Path(partial).unlink(missing_ok=True)
             raise ValueError(f"could not decompress {source} into {raw}: {error}") from error
-        os.replace(partial, raw / file)  # a complete file or none, even if interrupted
 
 
 # ---------------------------------------------------------------- CIFAR-10
@@ -212,7 +234,8 @@ def _load_cifar10(split: str, root: Path, download: bool) -> tuple[Tensor, Tenso
     download_error = None
     if not all(path.is_file() for path in paths) and download:
         try:
-            torchvision.datasets.CIFAR10(root, download=True)
+            with network_timeout():
+                torchvision.datasets.CIFAR10(root, download=True)
         except Exception as error:  # any failure here just means "not available"; it is reported below
             download_error = error
     if not all(path.is_file() for path in paths):
@@ -222,11 +245,24 @@ def _load_cifar10(split: str, root: Path, download: bool) -> tuple[Tensor, Tenso
     return torch.cat([images for images, _ in batches]), torch.cat([labels for _, labels in batches])
 
 
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, bytes, numbers and numpy arrays, and nothing else: a pickle can name any function
+    to call while it loads, so a crafted file in a data folder must not be read with plain pickle.load."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR-10 batch holds only arrays")
+        return super().find_class(module, name)
+
+
 def _read_cifar10_batch(path: Path) -> tuple[Tensor, Tensor]:
     """One batch: a pickled dict with b"data" (uint8 N x 3072, R then G then B planes) and b"labels"."""
     try:
         with open(path, "rb") as file:
-            batch = pickle.load(file, encoding="bytes")  # written by Python 2, so keys are bytes
+            batch = _ArraysOnlyUnpickler(file, encoding="bytes").load()  # Python 2 pickles: keys are bytes
         pixels = np.asarray(batch[b"data"])
         labels = torch.tensor(batch[b"labels"], dtype=torch.int64)
     except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as error:
@@ -253,7 +289,8 @@ def _load_celeba(split: str, root: Path, download: bool, limit: int | None) -> t
     download_error = None
     if not (images_dir.is_dir() and partition_file.is_file()) and download:
         try:
-            torchvision.datasets.CelebA(root, split="all", download=True)
+            with network_timeout():
+                torchvision.datasets.CelebA(root, split="all", download=True)
         except Exception as error:  # any failure here just means "not available"; it is reported below
             download_error = error
     if not (images_dir.is_dir() and partition_file.is_file()):

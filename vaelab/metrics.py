@@ -14,6 +14,7 @@ import hashlib
 import math
 import os
 import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +92,21 @@ class FeatureExtractor(nn.Module):
         return np.concatenate([self(batch.to(device)).double().cpu().numpy() for batch in images.split(batch_size)])
 
 
+def check_images(images) -> None:
+    """The metrics take what the models produce: a float tensor N x C x H x W with values in [0,1]."""
+    if not isinstance(images, Tensor) or images.dim() != 4 or not images.is_floating_point():
+        raise ValueError(f"expected a float tensor of images N x C x H x W in [0,1], got "
+                         f"{getattr(images, 'dtype', type(images).__name__)} {tuple(getattr(images, 'shape', ()))}")
+    if len(images) and not ((images >= 0) & (images <= 1)).all():
+        low, high = images.min().item(), images.max().item()
+        raise ValueError(f"images must lie in [0,1], found values in [{low:.3g}, {high:.3g}]"
+                         + (" (8-bit images? divide by 255)" if high > 1.5 else ""))
+
+
 def feature_statistics(extractor: FeatureExtractor, images: Tensor, batch_size: int = 100) -> FeatureStatistics:
+    check_images(images)
+    if len(images) < 2:
+        raise ValueError(f"a covariance needs at least 2 images, got {len(images)}")
     features = extractor.features(images, batch_size)
     if len(features) < extractor.dim:
         # d-dimensional features need at least d samples for a full-rank covariance (2048 for Inception); with
@@ -123,8 +138,12 @@ def reference_statistics(extractor: FeatureExtractor, dataset: str, split: str =
     cache_dir = Path(cache_dir) if cache_dir is not None else data.data_root() / "stats"
     path = cache_dir / f"{dataset}_{split}_n{n}_{images.shape[-1]}px_{extractor.name}.npz"
     if path.is_file():
-        with np.load(path) as cached:
-            return FeatureStatistics(cached["mu"], cached["sigma"], int(cached["count"]))
+        try:
+            with np.load(path) as cached:
+                return FeatureStatistics(cached["mu"], cached["sigma"], int(cached["count"]))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            raise ValueError(f"the cached statistics {path} are unreadable ({error}); delete the file and they "
+                             f"are computed again") from error
     stats = feature_statistics(extractor, images, batch_size)
     cache_dir.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
@@ -184,10 +203,16 @@ class InceptionFeatures(FeatureExtractor):
             if not path.is_file():
                 try:
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    torch.hub.download_url_to_file(FID_WEIGHTS_URL, str(path))  # writes a temp file, then renames
+                    with data.network_timeout():
+                        torch.hub.download_url_to_file(FID_WEIGHTS_URL, str(path))  # a temp file, then renamed
                 except OSError as error:  # no network, DNS, proxy, HTTP and disk errors all land here
                     raise _weights_unavailable(f"{path} is missing and downloading it failed: {error}") from error
-        self.net = fid_inception(torch.load(path, map_location="cpu", weights_only=True))
+        try:
+            weights = torch.load(path, map_location="cpu", weights_only=True)
+            self.net = fid_inception(weights)
+        except Exception as error:  # truncated, corrupt, or another network's weights: say which file
+            raise _weights_unavailable(f"{path} is not a readable copy of the FID weights ({error}); delete it "
+                                       f"(it is downloaded again when online) or replace it.") from error
         self.name = f"inception-fid-{_weights_digest(self.net)}"
         self.to(device or pick_device())
 
@@ -457,25 +482,37 @@ class LikelihoodBounds(NamedTuple):
 
 
 @torch.no_grad()
-def log_likelihood_bounds(model: nn.Module, images: Tensor, log_likelihood: LogLikelihood, k: int = 1, *,
-                          batch_size: int = 500, device: str | torch.device | None = None) -> LikelihoodBounds:
+def log_likelihood_bounds(model: nn.Module, images: Tensor, log_likelihood: LogLikelihood | None = None, k: int = 1,
+                          *, batch_size: int = 500, device: str | torch.device | None = None) -> LikelihoodBounds:
     r"""Both lower bounds on log p(x), per image, from the same K samples z_k ~ q(z|x):
 
         log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x)
         ELBO ~ 1/K sum_k log w_k         IWAE_K = log 1/K sum_k w_k = logsumexp_k(log w_k) - log K
 
     Jensen's inequality puts IWAE_K above the ELBO; its expectation grows with K towards log p(x) (Burda et al.).
-    Each image gets its own log-sum-exp over its own samples. batch_size bounds the decoder passes at a time.
+    Each image gets its own log-sum-exp over its own samples (the srVAE code instead takes the log-sum-exp of
+    batch-mean negative ELBOs, with the sign inside flipped: a number no tighter than the ELBO, spec 2.9).
+    batch_size bounds the decoder passes at a time.
+
+    A model with several latents supplies its weights itself: a method `log_importance_weights(x, k)` returning
+    the (k, B) values log p(x, latents) - log q(latents | x) of k joint samples is used when present, and then
+    log_likelihood is not needed (the self-supervised VAE, whose latents are u, z_1, ..., z_K).
     """
     model.eval()
     device = _device(model, device)
     samples_per_pass = min(k, batch_size)
+    own_weights = getattr(model, "log_importance_weights", None)
+    if own_weights is None and log_likelihood is None:
+        raise ValueError(f"{type(model).__name__} has no log_importance_weights method: pass log_likelihood")
     elbo, iwae = [], []
     for x in images.split(max(1, batch_size // k)):
         x = x.to(device)
-        mu, logvar = model.encode(x)
-        log_w = torch.cat([_log_weights(model, x, mu, logvar, log_likelihood, chunk.numel())
-                           for chunk in torch.arange(k).split(samples_per_pass)])  # (K, B)
+        chunks = torch.arange(k).split(samples_per_pass)
+        if own_weights is not None:
+            log_w = torch.cat([own_weights(x, chunk.numel()) for chunk in chunks])  # (K, B)
+        else:
+            mu, logvar = model.encode(x)
+            log_w = torch.cat([_log_weights(model, x, mu, logvar, log_likelihood, chunk.numel()) for chunk in chunks])
         elbo.append(log_w.mean(0).cpu())
         iwae.append((torch.logsumexp(log_w, 0) - math.log(k)).cpu())
     return LikelihoodBounds(torch.cat(elbo), torch.cat(iwae))
