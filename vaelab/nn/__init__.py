@@ -5,3 +5,4 @@
     resnet_v2   "How to train your VAE"'s ResNetV2 blocks and its PatchGAN discriminator
 """
 from .resnet import PAPER_BN_MOMENTUM, ResBlock, ResFcBlock, downsample, scale_block, upsample
+from .densenet import DenselyDecoder, DenselyEncoder, DenselyNetwork, DenseNetLayer, data_dependent_init
