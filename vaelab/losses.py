@@ -234,3 +234,137 @@ def dmol_sample(params: Tensor, channels: int, n_mix: int, how: str = "argmax") 
 
 def _to_level(x: Tensor) -> Tensor:
     return torch.round(x.clamp(0, 1) * 255) / 255
+
+
+# ---------------------------------------------------------------- "How to train your VAE" (Rivera; spec 3.2)
+# As the original code computes its loss. The original works on images in [-1, 1]: the objectives below map x to
+# 2x - 1 and compare it with the decoder's linear output (`x_hat_signed` of vaelab.how_to_train_your_vae).
+
+
+def mean_absolute_error(x: Tensor, x_hat: Tensor) -> Tensor:
+    r"""1/D sum_{h,w,c} |x - x_hat| per image; its batch mean is Keras' MeanAbsoluteError, the original's L1."""
+    return (x - x_hat).abs().flatten(1).mean(-1)
+
+
+def global_kl(mu: Tensor) -> Tensor:
+    r"""The KL of the batch's Gaussian of posterior means against the prior, one number per batch (spec 3.2):
+
+        m_j = 1/B sum_b mu_bj,   s_j^2 = 1/B sum_b (mu_bj - m_j)^2        (biased, as tf.math.reduce_variance)
+        KL( N(m, diag s^2) || N(0, I) ) = 1/2 sum_j (m_j^2 + s_j^2 - log s_j^2 - 1)
+
+    The aggregate posterior q(z) = 1/N sum_i N(mu_i, sigma_i^2) is a Gaussian mixture; this term asks the spread
+    of its component means, summarised by their mean and variance, to look like N(0, I). It ignores sigma.
+    """
+    m, s2 = mu.mean(0), mu.var(0, unbiased=False)
+    return 0.5 * (m**2 + s2 - s2.log() - 1).sum()
+
+
+def variance_regulariser(logvar: Tensor) -> Tensor:
+    r"""sum_j (sigma_j^2 - log sigma_j^2 - 1) per image: twice the variance part of the usual KL, with no mu^2.
+
+    Its derivative in log sigma_j^2 is sigma_j^2 - 1: negative while sigma_j^2 < 1, so gradient descent pushes a
+    collapsing variance back up towards 1. The original weights it 0.1 (code: -0.1 (1 + log s^2 - s^2)).
+    """
+    return (logvar.exp() - logvar - 1).sum(-1)
+
+
+def discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    r"""BCE(D(x), 1) + BCE(D(x_hat), 0), each a mean over every patch logit of the batch (Keras' reduction)."""
+    return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+
+
+def generator_adversarial_loss(fake_logits: Tensor) -> Tensor:
+    r"""BCE(D(x_hat), 1) = mean softplus(-D(x_hat)): the decoder gains where D takes its patches for real ones."""
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def posterior_diagnostics(mu: Tensor, logvar: Tensor) -> dict[str, Tensor]:
+    """What the chapter watches during training, averaged over latents: the batch's m_j^2 and s_j^2 (N(0, I)
+    wants 0 and 1) and the posterior variances sigma^2 (their collapse is what the regulariser prevents)."""
+    return {"batch_mean2": (mu.mean(0) ** 2).mean().detach(), "batch_var": mu.var(0, unbiased=False).mean().detach(),
+            "sigma2": logvar.exp().mean().detach()}
+
+
+class HowToTrainLoss:
+    r"""Rivera's objective, as the original's `VAE_GAN.train_step` computes it, every weight an option:
+
+        L_G = w_rec MAE(x, x_hat) + w_glob KL(N(m, s^2) || N(0, I)) + w_ind 1/B sum_b sum_j (sigma^2 - log sigma^2 - 1)
+              + w_adv BCE(D(x_hat), 1)
+        L_D = w_adv [BCE(D(x), 1) + BCE(D(x_hat), 0)]
+
+    with x and x_hat on the [-1, 1] scale. adversary: the PatchGAN D (`vaelab.how_to_train_your_vae.patchgan`), or
+    None to train without it (w_adv is then unused). `fit` updates the VAE on L_G and D on L_D on every batch, both
+    from this one forward pass: the original's simultaneous steps, each Adam(1e-4, beta_1=0.5) there.
+    """
+
+    def __init__(self, adversary: torch.nn.Module | None = None, *, reconstruction_weight: float = 5000.0,
+                 global_weight: float = 1.0, variance_weight: float = 0.1, adversarial_weight: float = 100.0,
+                 adversary_lr: float = 1e-4, adversary_betas: tuple[float, float] = (0.5, 0.999)):
+        self.adversary = adversary
+        self.weights = {"reconstruction": reconstruction_weight, "global": global_weight,
+                        "variance": variance_weight, "adversarial": adversarial_weight}
+        self.adversary_lr, self.adversary_betas = adversary_lr, tuple(adversary_betas)
+
+    def __call__(self, model, x: Tensor) -> dict[str, Tensor]:
+        out, w = model(x), self.weights
+        x_signed = 2 * x - 1
+        mae = mean_absolute_error(x_signed, out.x_hat_signed).mean()
+        glob = global_kl(out.mu)
+        individual = variance_regulariser(out.logvar).mean()
+        loss = w["reconstruction"] * mae + w["global"] * glob + w["variance"] * individual
+        terms = {"mae": mae.detach(), "global_kl": glob.detach(), "variance_reg": individual.detach(),
+                 **posterior_diagnostics(out.mu, out.logvar)}
+        if self.adversary is not None:
+            # D sees the real and the generated batch in two calls, as the original (BN normalises each alone).
+            # The one D(x_hat) serves both losses: fit takes L_G's gradient in the VAE's weights only and L_D's in
+            # D's only, so no detach is needed.
+            real_logits, fake_logits = self.adversary(x_signed), self.adversary(out.x_hat_signed)
+            adversarial = generator_adversarial_loss(fake_logits)
+            loss = loss + w["adversarial"] * adversarial
+            terms["adversarial"] = adversarial.detach()
+            terms["adversary_loss"] = w["adversarial"] * discriminator_loss(real_logits, fake_logits)
+        return {"loss": loss, **terms}
+
+    def update(self, terms: dict[str, Tensor]) -> None:
+        pass  # the adversary is trained by fit; nothing else is learned outside the networks
+
+    def settings(self) -> dict:
+        adversary = None if self.adversary is None else type(self.adversary).__name__
+        return {**{f"{name}_weight": value for name, value in self.weights.items()}, "adversary": adversary,
+                "adversary_lr": self.adversary_lr, "adversary_betas": list(self.adversary_betas)}
+
+    def state_dict(self) -> dict:
+        return {"weights": dict(self.weights)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.weights = dict(state["weights"])
+
+
+class HowNotToTrainLoss:
+    r"""The original's baseline (its `HowNOT_ToTrainYourVAE` notebook): the same network, the standard KL, L1:
+
+        L = w_rec MAE(x, x_hat) + w_kl 1/B sum_b KL(q(z|x_b) || N(0, I))      (w_rec = 5000, w_kl = 1)
+    """
+
+    def __init__(self, *, reconstruction_weight: float = 5000.0, kl_weight: float = 1.0):
+        self.weights = {"reconstruction": reconstruction_weight, "kl": kl_weight}
+
+    def __call__(self, model, x: Tensor) -> dict[str, Tensor]:
+        out, w = model(x), self.weights
+        mae = mean_absolute_error(2 * x - 1, out.x_hat_signed).mean()
+        kl = gaussian_kl(out.mu, out.logvar).mean()
+        return {"loss": w["reconstruction"] * mae + w["kl"] * kl, "mae": mae.detach(), "kl": kl.detach(),
+                **posterior_diagnostics(out.mu, out.logvar)}
+
+    def update(self, terms: dict[str, Tensor]) -> None:
+        pass
+
+    def settings(self) -> dict:
+        return {f"{name}_weight": value for name, value in self.weights.items()}
+
+    def state_dict(self) -> dict:
+        return {"weights": dict(self.weights)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.weights = dict(state["weights"])

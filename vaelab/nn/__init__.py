@@ -6,3 +6,4 @@
 """
 from .resnet import PAPER_BN_MOMENTUM, ResBlock, ResFcBlock, downsample, scale_block, upsample
 from .densenet import DenselyDecoder, DenselyEncoder, DenselyNetwork, DenseNetLayer, data_dependent_init
+from .resnet_v2 import PatchGAN, ResBlockConvTV2, ResBlockConvV2, ResBlockIdV2, keras_init
