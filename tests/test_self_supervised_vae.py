@@ -192,3 +192,24 @@ def test_resumed_run_through_fit_equals_an_uninterrupted_one(digits, tmp_path):
     for a, b in zip(straight_model.state_dict().values(), resumed_model.state_dict().values()):
         assert torch.equal(a, b)
     assert straight.epochs["loss"][-1] < straight.epochs["loss"][0]
+
+
+def test_modes_explorer_holds_a_picture_per_image_and_mode_switched_in_the_browser(digits):
+    from ipywidgets.embed import dependency_state
+
+    from vaelab import viz
+    model = tiny(("downscale",))
+    model.initialize(digits[:50])
+    state = dependency_state(viz.modes_explorer(model, digits[:3]))
+    by_name = {}
+    for model_id, m in state.items():
+        by_name.setdefault(m["model_name"], []).append((model_id, m["state"]))
+    assert len(by_name["ImageModel"]) == 3 * (1 + len(MODES))  # the truth and the five modes, per image
+    description = {model_id: m["state"].get("description") for model_id, m in state.items()}
+    links = []
+    for _, link in by_name["LinkModel"]:
+        (source, trait), (target, target_trait) = link["source"], link["target"]
+        target = state[target.removeprefix("IPY_MODEL_")]["state"]
+        links.append((description[source.removeprefix("IPY_MODEL_")], trait, target_trait, len(target["children"])))
+    assert sorted(links) == sorted([("image", "value", "selected_index", 3)] * 2
+                                   + [("mode", "index", "selected_index", len(MODES))] * 3)

@@ -9,15 +9,18 @@ The stack is `ipywidgets.Stack` on ipywidgets 8. Colab ships ipywidgets 7.7, whi
 inside a running Colab kernel breaks widget display; there the stack is a `Tab` whose tab bar a style rule hides.
 """
 import io
+import math
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 from torchvision.utils import make_grid
 
+from .self_supervised_modes import MODES, NEEDS_Y, names, transmit
 from .split_vae import SplitVAE, blend
 
 SPLIT_ROWS = ("σ", "x̂₁", "x̂₂", "x̂")  # the paper's figure layout, top to bottom
@@ -253,3 +256,54 @@ def latent_explorer(model: nn.Module, images: Tensor, n_latents: int = 4, steps:
         ]),
     ])
     return pixelated(tabs([traversal, interpolation], ["traversal", "interpolation"]))
+
+
+MODE_TITLES = {"generation": "(i) generation", "conditional_generation": "(ii) conditional generation",
+               "conditional_reconstruction": "(iii) conditional reconstruction",
+               "reconstruction_1": "(iv) reconstruction 1", "reconstruction_2": "(v) reconstruction 2"}
+
+
+@torch.no_grad()
+def modes_explorer(model: nn.Module, images: Tensor, how: str = "argmax", scale: int = 3) -> widgets.VBox:
+    """Pick a test image x* and one of the self-supervised VAE's five modes (vaelab.self_supervised_modes).
+
+    Left: x* and its transforms y* = d(x*). Right: the images the mode makes at every level, smallest first (a
+    generated y where the mode draws it, the true one where the mode is given it), with what the mode sends, its
+    size in bits (raw and under the model) and the squared error of x_hat. Generation ignores x*. Smaller levels
+    are enlarged to the size of x, pixels kept square. Every picture is precomputed: len(images) x 5 of them.
+    """
+    modes = [m for m in MODES if model.config.levels or m not in NEEDS_Y]
+    results = {m: transmit(model, m, images, how=how) for m in modes}
+    truth = [level.cpu() for level in model.transform(images.to(next(model.parameters()).device))]
+    size = images.shape[-1]
+    y_names, _ = names(model)
+    level_names = [*y_names, "x"] if model.config.levels else ["x"]
+
+    def enlarged(levels: list[Tensor], i: int) -> list[Tensor]:
+        return [F.interpolate(level[i:i + 1].cpu(), size=(size, size), mode="nearest")[0] for level in levels]
+
+    def caption(result, i: int) -> str:
+        if not result.sent:
+            sends = "sends nothing: a new image, unrelated to x*"
+        else:
+            sizes = ", ".join(f"{name} ({math.prod(t.shape[1:])} values)" for name, t in result.sent.items())
+            sends = (f"sends {sizes}: {result.bits_raw[i]:,.0f} bits with images raw, "
+                     f"{result.bits_model[i]:,.0f} bits under the model")
+        error = ((result.images[i].cpu() - images[i].cpu()) ** 2).mean().item()
+        return f"<div style='max-width:420px'>{MODE_TITLES[result.mode]}: {sends}; squared error {error:.4f}</div>"
+
+    image = widgets.IntSlider(0, 0, len(images) - 1, description="image")
+    mode = widgets.SelectionSlider(options=[(MODE_TITLES[m], i) for i, m in enumerate(modes)], description="mode",
+                                   layout=widgets.Layout(width="420px"))
+    made = [stack_under(mode, [widgets.VBox([picture(enlarged(results[m].levels, i), scale),
+                                             widgets.HTML(caption(results[m], i))]) for m in modes], trait="index")
+            for i in range(len(images))]
+    given = [picture(enlarged(truth, i), scale) for i in range(len(images))]
+    return pixelated(widgets.VBox([
+        widgets.HBox([image, mode]),
+        widgets.HBox([
+            widgets.VBox([column_titles([f"{n}*" for n in level_names], size, scale), stack_under(image, given)]),
+            widgets.VBox([column_titles([*level_names[:-1], "x̂"], size, scale), stack_under(image, made)],
+                         layout=BESIDE),
+        ]),
+    ]))
