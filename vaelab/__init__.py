@@ -1,9 +1,11 @@
 """vaelab: the library under the book. Each paper's model lives in a file named after it; the losses in
 `losses`, the metrics in `metrics`, data in `data`, the training loop in `train`."""
+import importlib.metadata
+
 from .losses import BalancedGaussianELBO, BernoulliELBO, GammaBalance
 from .checkpoint import restore
 from .train import TrainConfig, compute_mode, fit, pick_device, seed_everything
 from .recipes import Recipe, fashion_vae, train_recipe
 from .vae import PAPER_BETA, PRESETS, VAE, VAEConfig
 
-__version__ = "0.1.0"
+__version__ = importlib.metadata.version("vaelab")

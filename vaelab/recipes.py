@@ -3,9 +3,14 @@
 Several chapters look at the same trained model; they share it by running the same recipe. `train_recipe` trains
 once and writes the checkpoint under the runs folder; a later call with the same recipe finds the finished
 checkpoint, loads it and returns at once (that is `fit`'s resumption, with nothing left to do).
+
+`RECIPES` names every experiment the command line can run (`python -m vaelab train <name>`): the papers'
+configurations and the book's quick runs.
 """
 import hashlib
+import importlib.metadata
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -13,6 +18,7 @@ from torch import nn
 
 from . import data
 from .losses import BalancedGaussianELBO, GammaBalance
+from .split_vae import SplitVAE
 from .train import History, TrainConfig, compute_mode, fit, seed_everything
 from .vae import PAPER_BETA, PRESETS, VAE
 
@@ -75,5 +81,43 @@ def train_recipe(recipe: Recipe, model_class: type[nn.Module] = VAE, tag: str = 
     seed_everything(recipe.train.seed)  # the initial weights too depend on the seed alone
     model = model_class(recipe.model)
     images = recipe.load_data("train").images
-    history = fit(model, objective, images, replace(recipe.train, checkpoint=str(checkpoint)))
+    metadata = {"recipe": recipe.name, "dataset": recipe.dataset, "pad_to_32": recipe.pad_to_32,
+                "model_class": model_class.__name__, "vaelab_version": importlib.metadata.version("vaelab")}
+    history = fit(model, objective, images, replace(recipe.train, checkpoint=str(checkpoint)), metadata)
     return model, history
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A recipe with the model class and the objective it trains: what `python -m vaelab train NAME` runs."""
+
+    recipe: Recipe
+    model_class: type[nn.Module] = VAE
+    objective: Callable[[Recipe], object] | None = None  # None: the Split-VAE loss with the recipe's beta
+
+    def train(self, **train_overrides) -> tuple[nn.Module, History]:
+        recipe = replace(self.recipe, train=replace(self.recipe.train, **train_overrides))
+        objective = self.objective(recipe) if self.objective is not None else None
+        return train_recipe(recipe, self.model_class, objective=objective)
+
+
+def split_vae_paper(dataset: str, model_class: type[nn.Module] = SplitVAE) -> Experiment:
+    """The Split-VAE paper's run on MNIST, CIFAR-10 or CelebA (spec 1.2-1.4): its network, beta and epochs,
+    Adam 1e-3, batches of 100, the whole training split."""
+    preset = {"mnist": "mnist", "cifar10": "cifar10", "celeba": "celeba"}[dataset]
+    prefix = "splitvae" if model_class is SplitVAE else "vae"
+    recipe = Recipe(f"{prefix}_{dataset}", dataset, PRESETS[preset], PAPER_BETA[preset],
+                    TrainConfig(epochs=PAPER_EPOCHS[dataset], batch_size=100, lr=1e-3), pad_to_32=dataset == "mnist")
+    return Experiment(recipe, model_class)
+
+
+PAPER_EPOCHS = {"mnist": 250, "cifar10": 110, "celeba": 160}  # the Split-VAE paper (spec 1.2)
+
+RECIPES: dict[str, Callable[[], Experiment]] = {
+    "book-vae-quick": lambda: Experiment(fashion_vae("quick")),
+    "book-vae-full": lambda: Experiment(fashion_vae("full")),
+    "book-splitvae-quick": lambda: Experiment(fashion_vae("quick"), SplitVAE),
+    "book-splitvae-full": lambda: Experiment(fashion_vae("full"), SplitVAE),
+    **{f"splitvae-{d}": (lambda d=d: split_vae_paper(d)) for d in PAPER_EPOCHS},
+    **{f"vae-{d}": (lambda d=d: split_vae_paper(d, VAE)) for d in PAPER_EPOCHS},
+}

@@ -154,11 +154,13 @@ def _device(config: TrainConfig) -> torch.device:
     return device
 
 
-def fit(model: nn.Module, objective, images: Tensor, config: TrainConfig = TrainConfig()) -> History:
+def fit(model: nn.Module, objective, images: Tensor, config: TrainConfig = TrainConfig(),
+        metadata: dict | None = None) -> History:
     """Minimise objective(model, x) over `images`. Returns the history of every loss term.
 
     With config.checkpoint set, the run holds a lock on it while it trains (a second process is refused), and an
-    existing checkpoint is resumed only if it was written by the same run (see vaelab.checkpoint).
+    existing checkpoint is resumed only if it was written by the same run (see vaelab.checkpoint). `metadata`
+    (the recipe, the data set, the code version) is stored in every checkpoint for `vaelab evaluate` to read.
     """
     _check_images(images)
     _check_config(config)
@@ -167,11 +169,11 @@ def fit(model: nn.Module, objective, images: Tensor, config: TrainConfig = Train
     device = _device(config)
     ckpt = Path(config.checkpoint) if config.checkpoint else None
     with exclusive(ckpt):
-        return _fit(model, objective, images, config, device, ckpt)
+        return _fit(model, objective, images, config, device, ckpt, metadata or {})
 
 
 def _fit(model: nn.Module, objective, images: Tensor, config: TrainConfig, device: torch.device,
-         ckpt: Path | None) -> History:
+         ckpt: Path | None, metadata: dict) -> History:
     model.to(device)
     optimizer, schedule = make_optimizer(model.parameters(), config)
     adversary = getattr(objective, "adversary", None)
@@ -244,7 +246,7 @@ def _fit(model: nn.Module, objective, images: Tensor, config: TrainConfig, devic
                                          f"nothing was saved" + (f", {ckpt} keeps the last good epoch" if ckpt else ""))
         if ckpt is not None:
             payload = {
-                "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "run": identity,
+                "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "run": identity, "metadata": metadata,
                 "model_class": type(model).__name__, "model_config": model_config(model),
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                 "objective": objective.state_dict(), "history": history.state_dict(),

@@ -94,8 +94,16 @@ def png(images: list[Tensor], scale: int = 1) -> bytes:
     without smoothing (pixels stay square)."""
     channels = max(p.shape[0] for p in images)
     panels = torch.stack([p.detach().float().cpu().expand(channels, -1, -1) for p in images])
-    array = (to_array(panels, nrow=len(panels), padding=1) * 255).round().astype(np.uint8)
-    picture = Image.fromarray(array)
+    return _encode_png(to_array(panels, nrow=len(panels), padding=1), scale)
+
+
+def grid_png(images: Tensor, nrow: int = 8) -> bytes:
+    """A batch N x C x H x W in [0,1] as one PNG grid, `nrow` images per row."""
+    return _encode_png(to_array(images, nrow))
+
+
+def _encode_png(array: np.ndarray, scale: int = 1) -> bytes:
+    picture = Image.fromarray((array * 255).round().astype(np.uint8))
     picture = picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
     buffer = io.BytesIO()
     picture.save(buffer, format="png", optimize=True)
