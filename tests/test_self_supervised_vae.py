@@ -174,6 +174,15 @@ def test_presets_build_and_the_quick_ones_match_their_pyramids():
     assert full.image_shapes == [(3, 16, 16), (3, 32, 32)]
 
 
+def test_the_papers_cifar10_networks_have_the_papers_size():
+    """srVAE's networks and RealNVP prior: the paper reports 32M to 42M parameters for its models."""
+    from vaelab.recipes import self_supervised_paper
+    for variant in ("vae", "2level"):
+        with torch.device("meta"):
+            model = SelfSupervisedVAE(self_supervised_paper(variant).recipe.model)
+        assert 32e6 <= sum(p.numel() for p in model.parameters()) <= 42e6
+
+
 def test_resumed_run_through_fit_equals_an_uninterrupted_one(digits, tmp_path):
     config = TrainConfig(batch_size=50, optimizer="adamax", lr=2e-3, eps=1e-7, lr_decay=0.99, min_lr=1e-3,
                          progress=False)

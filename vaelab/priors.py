@@ -150,7 +150,8 @@ class Coupling(nn.Module):
 class RealNVPScale(nn.Module):
     """One scale: 3 checkerboard couplings, a squeeze, 3 channel-wise couplings, then half of the squeezed
     tensor goes to the next scale (at half the resolution, twice the channels). The last scale is 4 checkerboard
-    couplings, as in srVAE's (and Chris Chute's) RealNVP."""
+    couplings, as in srVAE's (and Chris Chute's) RealNVP. Every s/t network has the same growth rate and steps,
+    as in srVAE (Chute's doubles the width at each scale)."""
 
     def __init__(self, channels: int, scales_left: int, growth: int, steps: int):
         super().__init__()
@@ -158,9 +159,9 @@ class RealNVPScale(nn.Module):
         self.checkerboards = nn.ModuleList(Coupling(channels, "checkerboard", i % 2, growth, steps)
                                            for i in range(4 if last else 3))
         if not last:
-            self.channelwise = nn.ModuleList(Coupling(4 * channels, "channel", i % 2, 2 * growth, steps)
+            self.channelwise = nn.ModuleList(Coupling(4 * channels, "channel", i % 2, growth, steps)
                                              for i in range(3))
-            self.next = RealNVPScale(2 * channels, scales_left - 1, 2 * growth, steps)
+            self.next = RealNVPScale(2 * channels, scales_left - 1, growth, steps)
         self.last = last
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:

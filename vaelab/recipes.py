@@ -18,6 +18,8 @@ from torch import nn
 
 from . import data
 from .losses import BalancedGaussianELBO, GammaBalance
+from .self_supervised_vae import PRESETS as SELF_SUPERVISED_PRESETS
+from .self_supervised_vae import SelfSupervisedELBO, SelfSupervisedVAE, SelfSupervisedVAEConfig
 from .split_vae import SplitVAE
 from .train import History, TrainConfig, compute_mode, fit, seed_everything
 from .vae import PAPER_BETA, PRESETS, VAE
@@ -113,6 +115,44 @@ def split_vae_paper(dataset: str, model_class: type[nn.Module] = SplitVAE) -> Ex
 
 PAPER_EPOCHS = {"mnist": 250, "cifar10": 110, "celeba": 160}  # the Split-VAE paper (spec 1.2)
 
+
+# The self-supervised VAE's optimiser (spec 2.8): AdaMax, lr 2e-3, eps 1e-7, the rate multiplied by 0.999999 after
+# every step down to 1e-4, batches of 32.
+SELF_SUPERVISED_TRAIN = dict(batch_size=32, lr=2e-3, optimizer="adamax", betas=(0.9, 0.999), eps=1e-7,
+                             lr_decay=0.999999, min_lr=1e-4)
+SELF_SUPERVISED_VARIANTS = ("vae", "2level", "3level", "sketch")
+
+
+def self_supervised(variant: str, mode: str | None = None, **train_overrides) -> Recipe:
+    """Chapter 5's runs: "vae" (no transform), "2level" (one downscale), "3level" (two), "sketch".
+
+    quick: Fashion-MNIST 28 -> 14 -> 7 with the small networks of the quick presets, 6,400 training images seen
+    once (200 steps), the same for every variant, so that their bounds compare at equal budget. full: CIFAR-10
+    32 -> 16 (-> 8), srVAE's topology at half its growth rates with the RealNVP prior (spec 4.3), 30 epochs of
+    the whole training split. The paper's optimiser in both.
+    """
+    if variant not in SELF_SUPERVISED_VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; the variants are {SELF_SUPERVISED_VARIANTS}")
+    mode = mode or compute_mode()
+    if mode == "full":
+        recipe = Recipe(f"selfvae_{variant}_full", "cifar10", SELF_SUPERVISED_PRESETS[f"cifar10_{variant}"], 1.0,
+                        TrainConfig(epochs=30, **SELF_SUPERVISED_TRAIN))
+    else:
+        recipe = Recipe(f"selfvae_{variant}_quick", "fashion-mnist", SELF_SUPERVISED_PRESETS[f"quick_{variant}"], 1.0,
+                        TrainConfig(epochs=1, **SELF_SUPERVISED_TRAIN), train_limit=6_400)
+    return replace(recipe, train=replace(recipe.train, **train_overrides))
+
+
+def self_supervised_paper(variant: str) -> Experiment:
+    """The self-supervised VAE paper's CIFAR-10 runs at srVAE's full size (spec 2.6, 2.8): the two-level model
+    ("2level") or the VAE with the RealNVP prior ("vae"), 2,000 epochs (srVAE's default; the paper gives none)."""
+    config = SelfSupervisedVAEConfig(transforms=("downscale",))  # the defaults are srVAE's CIFAR-10 networks
+    if variant == "vae":
+        config = replace(config, transforms=(), top_encoder=(16, 8), top_decoder=(128, 6))  # srVAE's densenet32
+    recipe = Recipe(f"selfvae_{variant}_cifar10", "cifar10", config, 1.0,
+                    TrainConfig(epochs=2000, **SELF_SUPERVISED_TRAIN))
+    return Experiment(recipe, SelfSupervisedVAE, lambda _: SelfSupervisedELBO())
+
 RECIPES: dict[str, Callable[[], Experiment]] = {
     "book-vae-quick": lambda: Experiment(fashion_vae("quick")),
     "book-vae-full": lambda: Experiment(fashion_vae("full")),
@@ -120,4 +160,8 @@ RECIPES: dict[str, Callable[[], Experiment]] = {
     "book-splitvae-full": lambda: Experiment(fashion_vae("full"), SplitVAE),
     **{f"splitvae-{d}": (lambda d=d: split_vae_paper(d)) for d in PAPER_EPOCHS},
     **{f"vae-{d}": (lambda d=d: split_vae_paper(d, VAE)) for d in PAPER_EPOCHS},
+    **{f"book-selfvae-{v}-{m}": (lambda v=v, m=m: Experiment(self_supervised(v, m), SelfSupervisedVAE,
+                                                             lambda _: SelfSupervisedELBO()))
+       for v in SELF_SUPERVISED_VARIANTS for m in ("quick", "full")},
+    **{f"selfvae-{v}-cifar10": (lambda v=v: self_supervised_paper(v)) for v in ("2level", "vae")},
 }

@@ -85,6 +85,8 @@ PRESETS = {
     "quick_sketch": SelfSupervisedVAEConfig(**QUICK, transforms=("sketch",), sketch_invert=True),
     "cifar10_vae": SelfSupervisedVAEConfig(**{**FULL, "top_encoder": (8, 8), "top_decoder": (64, 6)}, transforms=()),
     "cifar10_2level": SelfSupervisedVAEConfig(**FULL, transforms=("downscale",)),
+    "cifar10_3level": SelfSupervisedVAEConfig(**FULL, transforms=("downscale", "downscale")),
+    "cifar10_sketch": SelfSupervisedVAEConfig(**FULL, transforms=("sketch",)),
 }
 
 
