@@ -18,6 +18,7 @@ import numpy as np
 import scipy.linalg
 import scipy.signal
 import scipy.special
+import scipy.stats
 import torch
 from sklearn.feature_selection import VarianceThreshold
 
@@ -122,6 +123,42 @@ def _split_gradients():
     return [((sigma.detach(), x1.detach(), x2.detach(), upstream), tuple(grads))]
 
 
+def _ssvae_dmol():
+    """log P(x) of 8-bit values under one logistic per value, integrated over the value's bin (the end bins
+    reaching -inf and +inf), against scipy.stats.logistic in float64. Values stay within a few scales of the
+    mean, where a plain difference of CDFs is accurate."""
+    rng, cases = np.random.default_rng(8), []
+    for mean_low, mean_high in ((0.2, 0.8), (-0.05, 0.05), (0.95, 1.05)):  # interior, then both end bins
+        mean = rng.uniform(mean_low, mean_high, size=(3, 1, 4, 4))
+        log_scale = rng.uniform(-4, -1.5, size=mean.shape)
+        x = np.clip(np.round((mean + np.exp(log_scale) * rng.normal(size=mean.shape)) * 255), 0, 255) / 255
+        half, scale = 0.5 / 255, np.exp(log_scale)
+        upper = np.where(x > 1 - half, 1.0, scipy.stats.logistic.cdf(x + half, mean, scale))
+        lower = np.where(x < half, 0.0, scipy.stats.logistic.cdf(x - half, mean, scale))
+        cases.append(((torch.from_numpy(x), torch.from_numpy(mean), torch.from_numpy(log_scale)),
+                      np.log(upper - lower)))
+    return cases
+
+
+def _ssvae_coupling_inverse():
+    """x back from y = b x + (1 - b) (x + t(b x)) exp(s(b x)): the x that made y is known, so it is the answer."""
+    g, cases = _generator(9), []
+    for parity in (0, 1):
+        weight = torch.randn(4, 2, 3, 3, generator=g, dtype=torch.float64) * 0.3
+
+        def conditioner(x_masked, weight=weight):  # a fixed random network: (s, t)
+            s, t = torch.nn.functional.conv2d(x_masked, weight, padding=1).chunk(2, dim=1)
+            return torch.tanh(s), t
+
+        rows, cols = torch.arange(6)[:, None], torch.arange(6)[None, :]
+        mask = ((rows + cols) % 2 == parity).double()[None, None]
+        x = torch.randn(3, 2, 6, 6, generator=g, dtype=torch.float64)
+        s, t = conditioner(x * mask)
+        y = mask * x + (1 - mask) * (x + t) * s.exp()
+        cases.append(((y, conditioner, mask), x))
+    return cases
+
+
 EXERCISES: dict[str, Callable[[], list]] = {
     "ex-elbo-kl-full": _elbo_kl_full,
     "ex-elbo-iwae": _elbo_iwae,
@@ -131,6 +168,8 @@ EXERCISES: dict[str, Callable[[], list]] = {
     "ex-eval-inactive-code": _eval_inactive,
     "ex-split-blend-code": _split_blend,
     "ex-split-gradients-code": _split_gradients,
+    "ex-ssvae-dmol-code": _ssvae_dmol,
+    "ex-ssvae-coupling-code": _ssvae_coupling_inverse,
 }
 
 
