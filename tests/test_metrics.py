@@ -9,7 +9,7 @@ import pytest
 import torch
 import torchvision
 from pytorch_fid.fid_score import calculate_frechet_distance
-from pytorch_fid.inception import InceptionV3
+from pytorch_fid.inception import FID_WEIGHTS_URL, InceptionV3
 from torch import nn
 
 from vaelab import BalancedGaussianELBO, GammaBalance, TrainConfig, VAE, data, fit, metrics
@@ -135,7 +135,7 @@ def test_missing_fid_weights_offline_fail_fast_with_directions(offline_torch_hub
         metrics.InceptionFeatures(device="cpu")
     assert time.perf_counter() - start < 10
     message = str(error.value)
-    assert metrics.FID_WEIGHTS_URL in message and str(metrics.fid_weights_path()) in message
+    assert FID_WEIGHTS_URL in message and str(metrics.fid_weights_path()) in message
     assert "weights_path" in message and "downloading it failed" in message
     with pytest.raises(metrics.FIDWeightsUnavailableError, match="nowhere.pth"):
         metrics.InceptionFeatures(weights_path=tmp_path / "nowhere.pth")

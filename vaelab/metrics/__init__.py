@@ -1,0 +1,24 @@
+"""How the three papers judge a generative model, each measure beside its equation (spec 1.5, 2.9, 4.1).
+
+    Frechet distance   d^2 = ||mu_1 - mu_2||^2 + tr(C_1 + C_2 - 2 (C_1 C_2)^{1/2}) between Gaussians fitted to
+                       features of two image sets; with pytorch-fid's InceptionV3 features it is the FID
+    ex-post GMM        a Gaussian mixture fitted to the posterior means, sampled in place of the prior
+    inactive latents   variables j with Var_x[mu_j(x)] < 0.05, and the variance law Var(mu_j) + E[sigma_j^2] ~ 1
+    likelihood         the ELBO and the importance-weighted bound, in bits per dimension
+
+One module per measure: frechet, inception (FID), classifier (the offline distance), latents (encoding, the
+ex-post GMM, inactive variables), likelihood. Everything is importable from `vaelab.metrics` directly.
+
+Every function takes image tensors in [0,1] (N x C x H x W) or a decode callable, so it measures a Split-VAE's
+x, x1, x2 or their mix as readily as a plain VAE's samples. Model passes run in eval mode without gradients, in
+batches, on the model's (or feature extractor's) device.
+"""
+from .frechet import (FeatureStatistics, frechet_distance, FeatureExtractor, check_images, feature_statistics,
+                      frechet_distance_between, reference_statistics, weights_digest)
+from .inception import (FIDWeightsUnavailableError, fid_weights_path, InceptionFeatures, fid_inception)
+from .classifier import (SmallClassifier, train_classifier, classifier_accuracy, ClassifierFeatures,
+                         classifier_features)
+from .latents import (model_device, encode, decode, paper_gmm_components, LatentGMM, fit_latent_gmm,
+                      LatentStatistics, latent_statistics)
+from .likelihood import (LogLikelihood, gaussian_log_likelihood, bernoulli_log_likelihood, LikelihoodBounds,
+                         log_likelihood_bounds, bits_per_dim)
