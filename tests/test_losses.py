@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
-from vaelab import VAE, BalancedGaussianELBO, GammaBalance
+from vaelab import VAE, BalancedGaussianELBO, BernoulliELBO, GammaBalance
 from vaelab.losses import bernoulli_nll, gaussian_kl, gaussian_nll, squared_error
 
 
@@ -64,3 +64,9 @@ def test_balanced_elbo_terms(tiny_config):
     torch.testing.assert_close(terms["kl"], gaussian_kl(out.mu, out.logvar).mean())
     torch.testing.assert_close(terms["loss"], terms["rec"] + 8.0 * terms["kl"])
     torch.testing.assert_close(terms["mse"], sse.mean() / 64)
+
+
+@pytest.mark.parametrize("objective", [BalancedGaussianELBO, BernoulliELBO])
+def test_a_negative_kl_weight_is_refused(objective):
+    with pytest.raises(ValueError, match="beta must be >= 0"):
+        objective(beta=-1.0)

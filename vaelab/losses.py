@@ -35,6 +35,11 @@ def bernoulli_nll(x: Tensor, probs: Tensor) -> Tensor:
     return F.binary_cross_entropy(probs, x, reduction="none").flatten(1).sum(-1)
 
 
+def _check_beta(beta: float) -> None:
+    if not beta >= 0:  # also NaN
+        raise ValueError(f"beta must be >= 0 (a negative KL weight rewards moving away from the prior), got {beta}")
+
+
 class GammaBalance:
     """gamma as the Split-VAE code computes it (spec 1.3): a running mean of the per-pixel MSE, never increasing.
 
@@ -69,6 +74,7 @@ class BalancedGaussianELBO:
     """
 
     def __init__(self, beta: float = 1.0, gamma: GammaBalance | None = None):
+        _check_beta(beta)
         self.beta = beta
         self.balance = gamma or GammaBalance()
 
@@ -98,6 +104,7 @@ class BernoulliELBO:
     r"""The classic VAE loss for images in [0,1]: L = 1/B sum_b [ -log p(x_b|z_b) + beta KL(q(z|x_b) || p(z)) ]."""
 
     def __init__(self, beta: float = 1.0):
+        _check_beta(beta)
         self.beta = beta
 
     def __call__(self, model, x: Tensor) -> dict[str, Tensor]:
