@@ -264,3 +264,43 @@ def test_orphaned_temporary_files_of_a_killed_writer_are_removed(tiny_config, di
     unrelated.write_bytes(b"another run's")
     train(tiny_config, digits, epochs=1, checkpoint=str(ckpt))
     assert not orphan.exists() and unrelated.exists()
+
+
+KILLED_INSIDE_A_WRITE = """
+import os, signal, sys, torch
+import vaelab.checkpoint as checkpoint
+from vaelab import VAE, BalancedGaussianELBO, TrainConfig, VAEConfig, fit
+from vaelab.data import load
+
+real_save, writes = torch.save, []
+def save_then_die(payload, file):
+    writes.append(1)
+    if len(writes) == 2:  # inside the second checkpoint write: half a file on disk, then kill -9
+        file.write(b"half a checkpoint")
+        file.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_save(payload, file)
+checkpoint.torch.save = save_then_die
+config = VAEConfig(**{config!r})
+torch.manual_seed(0)
+fit(VAE(config), BalancedGaussianELBO(beta=1.0), load("digits", "train").images[:600],
+    TrainConfig(epochs=3, batch_size=50, progress=False, checkpoint=sys.argv[1]))
+"""
+
+
+def test_a_run_killed_inside_a_checkpoint_write_resumes_bit_exact(tiny_config, digits, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    from dataclasses import asdict
+    ckpt = tmp_path / "run.pt"
+    script = KILLED_INSIDE_A_WRITE.replace("{config!r}", repr(asdict(tiny_config)))
+    killed = subprocess.run([sys.executable, "-c", script, str(ckpt)])
+    assert killed.returncode == -signal.SIGKILL
+    assert load_checkpoint(ckpt)["epoch"] == 1  # the first epoch's checkpoint, intact
+    assert len(list(tmp_path.glob("run.pt.*.tmp"))) == 1  # the killed write's half file
+
+    resumed = train(tiny_config, digits, epochs=3, checkpoint=str(ckpt))
+    straight = train(tiny_config, digits, epochs=3)
+    assert resumed["loss"] == straight["loss"] and resumed.epochs == straight.epochs
+    assert not list(tmp_path.glob("*.tmp"))  # no orphan left behind
