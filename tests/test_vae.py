@@ -34,6 +34,12 @@ def test_wrong_input_shape_is_a_clear_error():
     model = VAE(PRESETS["quick"])
     with pytest.raises(ValueError, match="N x 1 x 28 x 28"):
         model(torch.rand(2, 1, 32, 32))
+    with pytest.raises(ValueError, match="torch.from_numpy"):
+        model(torch.rand(2, 1, 28, 28).numpy())
+    with pytest.raises(ValueError, match="float64 but the model is torch.float32"):
+        model(torch.rand(2, 1, 28, 28, dtype=torch.float64))
+    with pytest.raises(ValueError, match="latent codes of shape N x 16"):
+        model.decode(torch.randn(2, 8))
 
 
 def test_invalid_config_is_rejected():

@@ -60,6 +60,7 @@ class SplitVAE(VAE):
 
     def decode_parts(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(sigma, x1, x2): all three are sigmoids of the same last conv, as in the original code."""
+        self.check_code(z)
         c = self.config.in_channels
         sigma, x1, x2 = torch.sigmoid(self.decoder(z)).split([1, c, c], dim=1)
         return sigma, x1, x2

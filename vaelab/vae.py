@@ -141,14 +141,25 @@ class VAE(nn.Module):
     def check_input(self, x: Tensor) -> None:
         c = self.config
         expected = (c.in_channels, c.image_size, c.image_size)
+        if not isinstance(x, Tensor):
+            raise ValueError(f"expected a torch tensor of images, got {type(x).__name__} (torch.from_numpy converts)")
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"expected images of shape N x {' x '.join(map(str, expected))}, got {tuple(x.shape)}")
+        if x.dtype != next(self.parameters()).dtype:
+            raise ValueError(f"images are {x.dtype} but the model is {next(self.parameters()).dtype}: "
+                             f"convert one of them (x.float(), or model.double())")
+
+    def check_code(self, z: Tensor) -> None:
+        if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != self.config.latent_dim:
+            raise ValueError(f"expected latent codes of shape N x {self.config.latent_dim}, "
+                             f"got {tuple(getattr(z, 'shape', ())) or type(z).__name__}")
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         self.check_input(x)
         return self.encoder(x)
 
     def decode(self, z: Tensor) -> Tensor:
+        self.check_code(z)
         return torch.sigmoid(self.decoder(z))
 
     def forward(self, x: Tensor) -> VAEOutput:
