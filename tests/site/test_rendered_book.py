@@ -17,6 +17,7 @@ Environment: VAELAB_CHROMIUM (default /usr/bin/chromium), VAELAB_SCREENSHOTS (de
 """
 from __future__ import annotations
 
+import ast
 import functools
 import html.parser
 import http.server
@@ -45,7 +46,7 @@ CHROMIUM = os.environ.get("VAELAB_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 WIDGET_VIEW = 'script[type="application/vnd.jupyter.widget-view+json"]'
-SHOW_CALL = re.compile(r"\b(?:plt|fig)\.show\(")
+SHOWS = {("plt", "show"), ("fig", "show")}  # plt.show(), fig.show()
 
 
 # ---------------------------------------------------------------- what the book should contain, from its sources
@@ -75,7 +76,7 @@ def toc_pages(root: Path = ROOT) -> list[str]:
 class CodeCell:
     index: int  # in the notebook, counting every cell
     source: str
-    shows: bool  # calls plt.show() or fig.show()
+    shows: bool  # runs plt.show() or fig.show(), itself or through a function of the notebook
     figure: dict | None  # myst-nb's cell metadata {"mystnb": {"figure": {"caption", "name"}}}
     tags: list[str]
 
@@ -84,19 +85,58 @@ class CodeCell:
         return next((line for line in self.source.splitlines() if line.strip()), "")[:70]
 
 
-def code_cells(notebook: Path) -> list[CodeCell]:
-    """The code cells myst-nb renders (a cell tagged remove-cell is left out of the page)."""
-    cells = []
-    for index, cell in enumerate(json.loads(notebook.read_text())["cells"]):
-        if cell["cell_type"] != "code":
+def _python(source: str) -> ast.Module:
+    """A cell's code as Python; IPython's %magics and !commands become `pass`."""
+    lines = ["pass" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()]
+    try:
+        return ast.parse("\n".join(lines))
+    except SyntaxError:
+        return ast.Module(body=[], type_ignores=[])
+
+
+def _calls(node: ast.AST, into_functions: bool):
+    """The names called under `node`: ("plt", "show") for plt.show(), ("", "name") for name(); without
+    descending into function and class bodies unless `into_functions`."""
+    for child in ast.iter_child_nodes(node):
+        if not into_functions and isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda,
+                                                      ast.ClassDef)):
             continue
+        if isinstance(child, ast.Call):
+            f = child.func
+            if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name):
+                yield f.value.id, f.attr
+            elif isinstance(f, ast.Name):
+                yield "", f.id
+        yield from _calls(child, into_functions)
+
+
+def code_cells(notebook: Path) -> list[CodeCell]:
+    """The code cells myst-nb renders (a cell tagged remove-cell is left out of the page). A cell draws a figure
+    (`shows`) when it runs plt.show() or fig.show() itself, or calls a function of the notebook that does
+    (a cell that only defines such a function draws nothing)."""
+    raw = [(i, c) for i, c in enumerate(json.loads(notebook.read_text())["cells"]) if c["cell_type"] == "code"]
+    trees = {i: _python("".join(c["source"])) for i, c in raw}
+    bodies = {}  # the notebook's functions: name -> everything they call
+    for tree in trees.values():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                bodies.setdefault(node.name, set()).update(_calls(node, into_functions=True))
+    drawers, grew = set(), True
+    while grew:  # functions that draw, directly or through another one
+        new = {name for name, calls in bodies.items()
+               if name not in drawers and (calls & SHOWS or any(("", d) in calls for d in drawers))}
+        drawers |= new
+        grew = bool(new)
+    cells = []
+    for index, cell in raw:
         meta = cell.get("metadata", {})
         tags = meta.get("tags", [])
         if "remove-cell" in tags:
             continue
-        source = "".join(cell["source"])
+        calls = set(_calls(trees[index], into_functions=False))
+        shows = bool(calls & SHOWS) or any(("", d) in calls for d in drawers)
         figure = (meta.get("mystnb") or meta.get("render") or {}).get("figure")
-        cells.append(CodeCell(index, source, bool(SHOW_CALL.search(source)), figure, tags))
+        cells.append(CodeCell(index, "".join(cell["source"]), shows, figure, tags))
     return cells
 
 
@@ -434,7 +474,7 @@ def visit(browser, server, site, screenshots):
                 v.problems.append("the embedded widgets did not all render within 60 s")
             version = page.evaluate(WAIT_MATHJAX)
             v.dom["mathjax_ready"] = version
-            page.evaluate(OPEN_DROPDOWNS)
+            v.dom["dropdowns_opened"] = page.evaluate(OPEN_DROPDOWNS)
             page.wait_for_timeout(300)  # toggle animations
             page.evaluate(WAIT_MATHJAX)
             v.dom.update(page.evaluate(COLLECT))
@@ -455,6 +495,7 @@ def visit(browser, server, site, screenshots):
                       "failed_requests": v.failed_requests, "outside_requests": v.outside_requests,
                       "images": len(v.dom.get("images", [])), "figures": [f["id"] for f in v.dom.get("figures", [])],
                       "math": v.dom.get("nMath"), "mathjax": v.dom.get("mathjax_ready"),
+                      "dropdowns_opened": v.dom.get("dropdowns_opened"), "prose_chars": len(v.dom.get("prose", "")),
                       "widgets": len(v.dom.get("widgetViews", [])), "controls": v.controls,
                       "screenshot": v.screenshot.name if v.screenshot else None} for name, v in done.items()}
     (screenshots / "report.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
