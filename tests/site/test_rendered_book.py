@@ -45,6 +45,7 @@ def book_root(config) -> Path:
 CHROMIUM = os.environ.get("VAELAB_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SUMMARY = pytest.StashKey[list]()  # lines for the terminal summary (conftest.py)
 WIDGET_VIEW = 'script[type="application/vnd.jupyter.widget-view+json"]'
 SHOWS = {("plt", "show"), ("fig", "show")}  # plt.show(), fig.show()
 
@@ -420,7 +421,7 @@ def _exercise_widgets(page, visit: Visit) -> None:
 
 
 @pytest.fixture(scope="session")
-def visit(browser, server, site, screenshots):
+def visit(browser, server, site, screenshots, pytestconfig):
     """visit(page) opens the page once per session and returns what it found (cached)."""
     done: dict[str, Visit] = {}
     base_host = urllib.parse.urlsplit(server).netloc
@@ -499,6 +500,10 @@ def visit(browser, server, site, screenshots):
                       "widgets": len(v.dom.get("widgetViews", [])), "controls": v.controls,
                       "screenshot": v.screenshot.name if v.screenshot else None} for name, v in done.items()}
     (screenshots / "report.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+    pytestconfig.stash[SUMMARY] = [
+        f"{name}.html: {v.seconds:.1f} s, {len(v.dom.get('images', []))} images, "
+        f"{len(v.dom.get('figures', []))} figures, {v.dom.get('nMath', 0)} math, {len(v.controls)} widget controls used"
+        for name, v in done.items()] + [f"screenshots and report.json in {screenshots}"]
 
 
 @pytest.fixture(scope="session")
