@@ -1,6 +1,6 @@
 """The built book as a reader gets it: every page of the table of contents, opened in headless Chromium.
 
-Run by .ci/test after the book is built:
+Run by .ci/test after the book is built (it passes --book, the staged copy the site was built from):
 
     python -m pytest tests/site --site _build/html        # or VAELAB_SITE=_build/html python -m pytest tests/site
 
@@ -9,9 +9,10 @@ thread of this process; the JavaScript the pages load from CDNs (MathJax, requir
 html-manager) is answered from local copies of the npm packages (cdn_cache.py, filled by .ci/setup-site), and
 any other request that leaves 127.0.0.1 fails the test. Per page it checks: figures (counted from the notebooks'
 sources), broken images, console errors and failed requests, math typeset with no raw TeX left in the visible
-text (dropdown solutions opened), links and anchors, citations and cross-references, and that every slider of
-the embedded widgets changes the picture it drives, with no kernel. Full-page screenshots go to
-_build/screenshots/<page>.png (beside the site's folder).
+text (dropdown solutions opened), links and anchors, citations and cross-references, and that every slider, tab
+and dropdown of the embedded widgets changes the pictures it drives, with no kernel. Full-page screenshots go to
+_build/screenshots/<page>.png (beside the site's folder), with report.json, what each visit saw, and cdn.txt, which
+npm package answered which CDN URL.
 
 Environment: VAELAB_CHROMIUM (default /usr/bin/chromium), VAELAB_SCREENSHOTS (default <site>/../screenshots).
 """
@@ -36,12 +37,6 @@ import yaml
 import cdn_cache
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def book_root(config) -> Path:
-    """The book's sources (_toc.yml, the notebooks): --book, $VAELAB_BOOK, or this repository."""
-    value = config.getoption("book", default=None) or os.environ.get("VAELAB_BOOK")
-    return Path(value).resolve() if value else ROOT
 CHROMIUM = os.environ.get("VAELAB_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -51,6 +46,12 @@ SHOWS = {("plt", "show"), ("fig", "show")}  # plt.show(), fig.show()
 
 
 # ---------------------------------------------------------------- what the book should contain, from its sources
+
+
+def book_root(config) -> Path:
+    """The book's sources (_toc.yml, the notebooks): --book, $VAELAB_BOOK, or this repository."""
+    value = config.getoption("book", default=None) or os.environ.get("VAELAB_BOOK")
+    return Path(value).resolve() if value else ROOT
 
 
 def toc_pages(root: Path = ROOT) -> list[str]:
