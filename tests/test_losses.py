@@ -70,3 +70,9 @@ def test_balanced_elbo_terms(tiny_config):
 def test_a_negative_kl_weight_is_refused(objective):
     with pytest.raises(ValueError, match="beta must be >= 0"):
         objective(beta=-1.0)
+
+
+@pytest.mark.parametrize("objective", [BalancedGaussianELBO, BernoulliELBO])
+def test_8_bit_images_are_refused_by_the_objectives(objective, tiny_config):
+    with pytest.raises(ValueError, match="divide by 255"):
+        objective()(VAE(tiny_config), torch.rand(4, 1, 8, 8) * 255)

@@ -304,3 +304,30 @@ def test_a_run_killed_inside_a_checkpoint_write_resumes_bit_exact(tiny_config, d
     straight = train(tiny_config, digits, epochs=3)
     assert resumed["loss"] == straight["loss"] and resumed.epochs == straight.epochs
     assert not list(tmp_path.glob("*.tmp"))  # no orphan left behind
+
+
+class BreaksTheWeightsAtStep(BalancedGaussianELBO):
+    """A finite loss at every step, but the update after step `step` leaves a non-finite weight: the case where
+    the last step of an epoch diverges and no loss has seen it yet."""
+
+    def __init__(self, model, step):
+        super().__init__()
+        self.model, self.step, self.calls = model, step, 0
+
+    def update(self, terms):
+        super().update(terms)
+        self.calls += 1
+        if self.calls == self.step:
+            with torch.no_grad():
+                next(self.model.parameters()).view(-1)[0] = float("inf")
+
+
+def test_a_checkpoint_is_only_written_from_healthy_weights(tiny_config, digits, tmp_path):
+    ckpt = tmp_path / "run.pt"
+    model = VAE(tiny_config)
+    with pytest.raises(NonFiniteLossError, match="weights became non-finite in epoch 2"):
+        fit(model, BreaksTheWeightsAtStep(model, 2 * 12), digits,  # the last step of epoch 2
+            TrainConfig(epochs=3, batch_size=50, progress=False, checkpoint=str(ckpt)))
+    payload = load_checkpoint(ckpt)
+    assert payload["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in payload["model"].values() if t.is_floating_point())

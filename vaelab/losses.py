@@ -35,6 +35,14 @@ def bernoulli_nll(x: Tensor, probs: Tensor) -> Tensor:
     return F.binary_cross_entropy(probs, x, reduction="none").flatten(1).sum(-1)
 
 
+def check_unit_range(x: Tensor) -> None:
+    """The objectives model pixels in [0,1]; 8-bit images (0..255) would make every term meaningless."""
+    low, high = torch.aminmax(x.detach())
+    if low < 0 or high > 1:
+        raise ValueError(f"images must lie in [0,1], found values in [{float(low):.3g}, {float(high):.3g}]"
+                         + (" (8-bit images? divide by 255)" if high > 1.5 else ""))
+
+
 def _check_beta(beta: float) -> None:
     if not beta >= 0:  # also NaN
         raise ValueError(f"beta must be >= 0 (a negative KL weight rewards moving away from the prior), got {beta}")
@@ -77,8 +85,12 @@ class BalancedGaussianELBO:
         _check_beta(beta)
         self.beta = beta
         self.balance = gamma or GammaBalance()
+        self._checked = False
 
     def __call__(self, model, x: Tensor) -> dict[str, Tensor]:
+        if not self._checked:  # the first batch only: a check on every step would stall a GPU for nothing
+            check_unit_range(x)
+            self._checked = True
         out = model(x)
         sse, kl = squared_error(x, out.x_hat), gaussian_kl(out.mu, out.logvar)
         rec = sse.mean() / (2 * self.balance.gamma)
@@ -106,8 +118,12 @@ class BernoulliELBO:
     def __init__(self, beta: float = 1.0):
         _check_beta(beta)
         self.beta = beta
+        self._checked = False
 
     def __call__(self, model, x: Tensor) -> dict[str, Tensor]:
+        if not self._checked:
+            check_unit_range(x)
+            self._checked = True
         out = model(x)
         rec, kl = bernoulli_nll(x, out.x_hat).mean(), gaussian_kl(out.mu, out.logvar).mean()
         return {"loss": rec + self.beta * kl, "rec": rec, "kl": kl,
