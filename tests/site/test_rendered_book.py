@@ -590,10 +590,10 @@ def test_figures_are_in_the_page(visit, book, page):
             errors.append(f"figure {c.figure['name']!r} has {fig['imgs']} image(s), none of which loads")
         elif c.figure.get("caption") and not fig["caption"]:
             errors.append(f"figure {c.figure['name']!r} has no caption in the page")
-    page_figures = [f for f in v.dom["figures"] if f["id"].startswith("fig-")]
+    page_figures = [fid for s in shown for fid in s["figures"]]  # named figures of the cell outputs
     if len(page_figures) != len(named):
-        errors.append(f"{len(named)} captioned figure cell(s) in {source.name}, {len(page_figures)} fig-* "
-                      f"figures in the page")
+        errors.append(f"{len(named)} named figure cell(s) in {source.name}, {len(page_figures)} named figures in "
+                      f"the page's cell outputs: {page_figures}")
     # Cross-check with the cells that draw: each code cell calling plt.show()/fig.show() has >= 1 image.
     if len(shown) != len(cells):
         errors.append(f"{len(cells)} code cells in {source.name} but {len(shown)} in the page: cannot match them")
