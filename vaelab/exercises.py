@@ -159,6 +159,33 @@ def _ssvae_coupling_inverse():
     return cases
 
 
+def _howto_global_kl():
+    """KL(N(batch mean, biased batch variance of mu) || N(0, I)), by torch.distributions from numpy's moments."""
+    g, cases = _generator(10), []
+    for batch, dim in ((16, 3), (100, 8)):
+        mu = 2 * torch.randn(batch, dim, generator=g, dtype=torch.float64) + 0.5
+        moments = torch.from_numpy(mu.numpy().mean(0)), torch.from_numpy(mu.numpy().std(0))  # numpy: ddof=0
+        q = torch.distributions.Normal(*moments)
+        cases.append(((mu,), torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).sum()))
+    return cases
+
+
+def _howto_receptive_field():
+    """The side of the input window one output of a conv stack sees, by autograd: with all-ones kernels, the
+    gradient of a central output is positive exactly on that window."""
+    cases = []
+    for kernels, strides in (((3, 3, 3), (2, 2, 1)), ((3,) * 6, (2, 2, 2, 1, 1, 1)), ((4, 4, 4, 4), (2, 2, 2, 1))):
+        stack = torch.nn.Sequential(*[torch.nn.Conv2d(1, 1, k, stride=s, bias=False) for k, s in zip(kernels, strides)])
+        for conv in stack:
+            torch.nn.init.ones_(conv.weight)
+        x = torch.zeros(1, 1, 160, 160, requires_grad=True)
+        y = stack(x)
+        y[0, 0, y.shape[-2] // 2, y.shape[-1] // 2].backward()
+        rows = (x.grad[0, 0].sum(1) > 0).nonzero()
+        cases.append(((list(kernels), list(strides)), int(rows.max() - rows.min() + 1)))
+    return cases
+
+
 EXERCISES: dict[str, Callable[[], list]] = {
     "ex-elbo-kl-full": _elbo_kl_full,
     "ex-elbo-iwae": _elbo_iwae,
@@ -170,6 +197,8 @@ EXERCISES: dict[str, Callable[[], list]] = {
     "ex-split-gradients-code": _split_gradients,
     "ex-ssvae-dmol-code": _ssvae_dmol,
     "ex-ssvae-coupling-code": _ssvae_coupling_inverse,
+    "ex-howto-global-kl-code": _howto_global_kl,
+    "ex-howto-receptive-field-code": _howto_receptive_field,
 }
 
 
