@@ -222,3 +222,12 @@ def test_modes_explorer_holds_a_picture_per_image_and_mode_switched_in_the_brows
         links.append((description[source.removeprefix("IPY_MODEL_")], trait, target_trait, len(target["children"])))
     assert sorted(links) == sorted([("image", "value", "selected_index", 3)] * 2
                                    + [("mode", "index", "selected_index", len(MODES))] * 3)
+
+
+def test_colour_likelihood_with_coupling_equals_scipy_channel_by_channel():
+    """The cases of chapter 5's colour exercise (scipy.stats.logistic, channel by channel, in float64) through the
+    library's one-component mixture, whose coupling coefficients pass through tanh."""
+    from vaelab.exercises import EXERCISES
+    for (x, means, log_scales, coeffs), expected in EXERCISES["ex-ssvae-colour-code"]():
+        params = torch.cat([torch.zeros_like(means[:, :1]), means, log_scales, torch.atanh(coeffs)], dim=1)
+        assert torch.allclose(dmol_pixel_log_prob(x, params, 1), torch.from_numpy(expected), atol=1e-10)

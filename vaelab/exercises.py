@@ -123,20 +123,27 @@ def _split_gradients():
     return [((sigma.detach(), x1.detach(), x2.detach(), upstream), tuple(grads))]
 
 
-def _ssvae_dmol():
-    """log P(x) of 8-bit values under one logistic per value, integrated over the value's bin (the end bins
-    reaching -inf and +inf), against scipy.stats.logistic in float64. Values stay within a few scales of the
-    mean, where a plain difference of CDFs is accurate."""
-    rng, cases = np.random.default_rng(8), []
+def _ssvae_colour():
+    """log P(r, g, b) of a pixel under one discretized logistic per channel with PixelCNN++'s coupling of the
+    means (mu_G + c_0 r, mu_B + c_1 r + c_2 g), channel by channel with scipy.stats.logistic in float64. Values
+    are drawn a few scales from their coupled means, where a plain difference of CDFs is accurate."""
+    rng, cases, half = np.random.default_rng(8), [], 0.5 / 255
     for mean_low, mean_high in ((0.2, 0.8), (-0.05, 0.05), (0.95, 1.05)):  # interior, then both end bins
-        mean = rng.uniform(mean_low, mean_high, size=(3, 1, 4, 4))
-        log_scale = rng.uniform(-4, -1.5, size=mean.shape)
-        x = np.clip(np.round((mean + np.exp(log_scale) * rng.normal(size=mean.shape)) * 255), 0, 255) / 255
-        half, scale = 0.5 / 255, np.exp(log_scale)
-        upper = np.where(x > 1 - half, 1.0, scipy.stats.logistic.cdf(x + half, mean, scale))
-        lower = np.where(x < half, 0.0, scipy.stats.logistic.cdf(x - half, mean, scale))
-        cases.append(((torch.from_numpy(x), torch.from_numpy(mean), torch.from_numpy(log_scale)),
-                      np.log(upper - lower)))
+        shape = (2, 3, 3, 3)  # N x C x H x W
+        mean = rng.uniform(mean_low, mean_high, size=shape)
+        scale = np.exp(rng.uniform(-4, -1.5, size=shape))
+        coeffs = rng.uniform(-0.3, 0.3, size=shape)  # c_0, c_1, c_2 along the channel axis
+        x, centre, log_p = np.empty(shape), np.empty(shape), 0.0
+        for c in range(3):
+            centre[:, c] = mean[:, c] + (coeffs[:, 0] * x[:, 0] if c == 1 else 0) \
+                + (coeffs[:, 1] * x[:, 0] + coeffs[:, 2] * x[:, 1] if c == 2 else 0)
+            x[:, c] = np.clip(np.round((centre[:, c] + scale[:, c] * rng.normal(size=shape[:1] + shape[2:])) * 255),
+                              0, 255) / 255
+            upper = np.where(x[:, c] > 1 - half, 1.0, scipy.stats.logistic.cdf(x[:, c] + half, centre[:, c], scale[:, c]))
+            lower = np.where(x[:, c] < half, 0.0, scipy.stats.logistic.cdf(x[:, c] - half, centre[:, c], scale[:, c]))
+            log_p = log_p + np.log(upper - lower)
+        inputs = tuple(torch.from_numpy(a) for a in (x, mean, np.log(scale), coeffs))
+        cases.append((inputs, log_p))
     return cases
 
 
@@ -195,7 +202,7 @@ EXERCISES: dict[str, Callable[[], list]] = {
     "ex-eval-inactive-code": _eval_inactive,
     "ex-split-blend-code": _split_blend,
     "ex-split-gradients-code": _split_gradients,
-    "ex-ssvae-dmol-code": _ssvae_dmol,
+    "ex-ssvae-colour-code": _ssvae_colour,
     "ex-ssvae-coupling-code": _ssvae_coupling_inverse,
     "ex-howto-global-kl-code": _howto_global_kl,
     "ex-howto-receptive-field-code": _howto_receptive_field,
