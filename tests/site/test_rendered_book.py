@@ -258,7 +258,7 @@ COLLECT = r"""() => {
     prose.push(n.textContent);
   }
   const unresolvedNodes = [...document.querySelectorAll(
-      'span.xref, .problematic, .system-message, a.reference.internal:not([href])')]
+      '.xref, .problematic, .system-message, a.reference.internal:not([href])')]
     .filter(e => !e.closest('a[href]')).map(e => short(e.outerHTML, 120));
   const links = [...document.querySelectorAll('a[href]')].map(a => ({href: a.href, text: short(a.textContent, 50)}));
   const widgetViews = [...document.querySelectorAll('%(view)s')].map(s => {
