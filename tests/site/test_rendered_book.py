@@ -39,7 +39,8 @@ import cdn_cache
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("VAELAB_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]  # a small /dev/shm (containers) must not crash a long page
 SUMMARY = pytest.StashKey[list]()  # lines for the terminal summary (conftest.py)
 WIDGET_VIEW = 'script[type="application/vnd.jupyter.widget-view+json"]'
 SHOWS = {("plt", "show"), ("fig", "show")}  # plt.show(), fig.show()
