@@ -127,10 +127,12 @@ SELF_SUPERVISED_VARIANTS = ("vae", "2level", "3level", "sketch")
 def self_supervised(variant: str, mode: str | None = None, **train_overrides) -> Recipe:
     """Chapter 5's runs: "vae" (no transform), "2level" (one downscale), "3level" (two), "sketch".
 
-    quick: Fashion-MNIST 28 -> 14 -> 7 with the small networks of the quick presets, 6,400 training images seen
-    once (200 steps), the same for every variant, so that their bounds compare at equal budget. full: CIFAR-10
-    32 -> 16 (-> 8), srVAE's topology at half its growth rates with the RealNVP prior (spec 4.3), 30 epochs of
-    the whole training split. The paper's optimiser in both.
+    quick: Fashion-MNIST 28 -> 14 -> 7 with the small networks of the quick presets, 4,800 training images seen
+    once (150 steps), the same for every variant, so that their bounds compare at equal budget; the learning rate
+    starts at 5e-3, not 2e-3, which gave every variant a better bound in runs this short (measured: at 200 steps,
+    -0.10 bpd for the VAE and -0.19 for the 2-level model). full: CIFAR-10 32 -> 16 (-> 8), srVAE's topology at half
+    its growth rates with the RealNVP prior (spec 4.3), 30 epochs of the whole training split, the paper's
+    optimiser.
     """
     if variant not in SELF_SUPERVISED_VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; the variants are {SELF_SUPERVISED_VARIANTS}")
@@ -140,7 +142,7 @@ def self_supervised(variant: str, mode: str | None = None, **train_overrides) ->
                         TrainConfig(epochs=30, **SELF_SUPERVISED_TRAIN))
     else:
         recipe = Recipe(f"selfvae_{variant}_quick", "fashion-mnist", SELF_SUPERVISED_PRESETS[f"quick_{variant}"], 1.0,
-                        TrainConfig(epochs=1, **SELF_SUPERVISED_TRAIN), train_limit=6_400)
+                        TrainConfig(epochs=1, **{**SELF_SUPERVISED_TRAIN, "lr": 5e-3}), train_limit=4_800)
     return replace(recipe, train=replace(recipe.train, **train_overrides))
 
 
