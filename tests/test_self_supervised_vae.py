@@ -49,15 +49,18 @@ def test_discretized_logistic_grey_levels_sum_to_one_for_every_pixel():
 
 
 def test_discretized_logistic_colour_triples_sum_to_one():
-    """All 256^3 (red, green, blue) triples of one pixel, with the channel coupling: 16.7 million probabilities."""
-    params = random_params(3, 1, pixels=1, seed=1).float()
-    gb = torch.cartesian_prod(LEVELS, LEVELS).float()  # every (green, blue) pair
+    """All 256^3 (red, green, blue) triples of one pixel, two components, with the channel coupling: 16.7 million
+    probabilities. The triples lie along height and width, one pixel's parameters broadcast over them."""
+    params = random_params(3, 2, pixels=1, seed=1).float()
+    levels = LEVELS.float()
+    green_blue = torch.cartesian_prod(levels, levels)  # every (green, blue) pair
     total = torch.zeros((), dtype=torch.float64)
     with torch.no_grad():
-        for red in LEVELS.float():  # 65,536 triples at a time
-            x = torch.stack([red.expand(len(gb)), gb[:, 0], gb[:, 1]], 1).view(-1, 3, 1, 1)
-            total += dmol_pixel_log_prob(x, params.expand(len(gb), -1, -1, -1), 1).double().exp().sum()
-    assert abs(total.item() - 1) < 1e-4
+        for reds in levels.split(32):
+            x = torch.stack([reds[:, None].expand(-1, len(green_blue)), green_blue[:, 0].expand(len(reds), -1),
+                             green_blue[:, 1].expand(len(reds), -1)]).unsqueeze(0)  # 1 x 3 x 32 x 65,536
+            total += dmol_pixel_log_prob(x, params, 2).double().exp().sum()
+    assert abs(total.item() - 1) < 1e-5
 
 
 def test_full_sampling_follows_the_probabilities_and_argmax_is_the_likeliest_component_mean():

@@ -186,9 +186,10 @@ def couple_means(means: Tensor, coeffs: Tensor | None, x: Tensor) -> Tensor:
     if coeffs is None:
         return means
     red, green = x[:, :, 0], x[:, :, 1]
-    return torch.stack([means[:, :, 0],
-                        means[:, :, 1] + coeffs[:, :, 0] * red,
-                        means[:, :, 2] + coeffs[:, :, 1] * red + coeffs[:, :, 2] * green], dim=2)
+    coupled = (means[:, :, 0],
+               means[:, :, 1] + coeffs[:, :, 0] * red,
+               means[:, :, 2] + coeffs[:, :, 1] * red + coeffs[:, :, 2] * green)
+    return torch.stack(torch.broadcast_tensors(*coupled), dim=2)  # parameters may broadcast over many values
 
 
 def dmol_pixel_log_prob(x: Tensor, params: Tensor, n_mix: int) -> Tensor:
