@@ -68,12 +68,12 @@ class SelfSupervisedVAEConfig:
 
 
 # Quick: Fashion-MNIST 28 -> 14 (-> 7) with small growth rates, so that the book's runs fit minutes on 2 CPU cores.
-# As in srVAE, the decoders are wider than the encoders (growth 32 against 4; srVAE: 128 against 16). The 7x7
+# As in srVAE, the decoders are wider than the encoders (growth 16 against 4; srVAE: 128 against 16). The 7x7
 # latents cannot be squeezed, so the RealNVP prior has one scale (four checkerboard couplings).
 QUICK = dict(image_size=28, in_channels=1, latent_channels=4, latent_size=7, n_mix=5, prior="realnvp",
-             prior_options=(("scales", 1), ("growth", 8), ("steps", 2)), top_encoder=(4, 2), top_decoder=(32, 2),
+             prior_options=(("scales", 1), ("growth", 8), ("steps", 2)), top_encoder=(4, 2), top_decoder=(16, 2),
              encoder=(4, 2), prior_image=(4, 2), prior_latent=(8, 2, 1), prior_core=(8, 2, 1),
-             decoder_latent=(32, 2), decoder_core=(8, 2, 1))
+             decoder_latent=(16, 2), decoder_core=(8, 2, 1))
 # Full: CIFAR-10 two-level with the RealNVP prior and srVAE's topology at half its growth rates (spec 4.3); its
 # baseline VAE uses srVAE's densenet32 networks (q: DenselyEncoder growth 16, 8 steps; p: growth 128, 6 steps), also
 # halved.
