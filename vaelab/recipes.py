@@ -162,7 +162,8 @@ def how_to_train_your_vae(mode: str | None = None, **train_overrides) -> Recipe:
     full: CelebA 64x64 with the Split-VAE crop (spec 4.4), the `celeba64` preset, batches of 64 at the original's
     learning rate 1e-4, 10 epochs (the original: CelebA-HQ 256x256, 300-400 epochs). quick: Fashion-MNIST padded to
     32x32, the `quick` preset, 5,000 images seen once in batches of 25 (200 steps) at 1e-3, so that the chapter's
-    four runs train in 70 to 90 s on two CPU cores (measured). `beta` is the KL weight, 1 in both of the original's losses.
+    four runs train in 70 to 90 s on two CPU cores (measured). `beta` is the KL weight, 1 in both of the original's
+    losses.
     """
     mode = mode or compute_mode()
     if mode == "full":
