@@ -87,7 +87,8 @@ class ResBlockConvTV2(nn.Module):
             *pre_activation(in_channels, bn_momentum), nn.Conv2d(in_channels, out_channels, 1),
             *pre_activation(out_channels, bn_momentum), upsample_conv(out_channels, out_channels),
         )
-        self.shortcut = nn.Sequential(*pre_activation(in_channels, bn_momentum), upsample_conv(in_channels, out_channels))
+        self.shortcut = nn.Sequential(*pre_activation(in_channels, bn_momentum),
+                                      upsample_conv(in_channels, out_channels))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.residual(x) + self.shortcut(x)
