@@ -48,3 +48,33 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys):
     except SystemExit as exit_:
         assert exit_.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:inception-fid")
+def test_a_self_supervised_checkpoint_is_evaluated_by_its_bits_per_dimension(tmp_path, monkeypatch):
+    from vaelab.self_supervised_vae import SelfSupervisedELBO, SelfSupervisedVAE, SelfSupervisedVAEConfig
+
+    monkeypatch.setenv("VAELAB_RUNS", str(tmp_path / "runs"))
+    config = SelfSupervisedVAEConfig(
+        image_size=28, in_channels=1, latent_channels=2, latent_size=7, n_mix=2, prior="standard_normal",
+        prior_options=(), top_encoder=(2, 1), top_decoder=(2, 1), encoder=(2, 1), prior_image=(2, 1),
+        prior_latent=(2, 1, 1), prior_core=(2, 1, 1), decoder_latent=(2, 1), decoder_core=(2, 1, 1))
+    tiny = recipes.Experiment(recipes.Recipe("tiny_selfvae", "fashion-mnist", config, 1.0,
+                                             TrainConfig(epochs=1, batch_size=50, optimizer="adamax", lr=2e-3,
+                                                         progress=False), train_limit=100),
+                              SelfSupervisedVAE, lambda recipe: SelfSupervisedELBO())
+    monkeypatch.setitem(recipes.RECIPES, "tiny-selfvae", lambda: tiny)
+    assert main(["train", "tiny-selfvae"]) == 0
+    [checkpoint] = (tmp_path / "runs").glob("*.pt")
+    weights = tmp_path / "fid_weights.pth"
+    torch.save(torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False,
+                                               num_classes=1008).state_dict(), weights)
+    out = tmp_path / "evaluation"
+    assert main(["evaluate", str(checkpoint), "--samples", "8", "--features", "inception", "--weights", str(weights),
+                 "--likelihood-images", "6", "--importance-samples", "4", "--out", str(out)]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["recipe"] == "tiny_selfvae" and result["prior"] >= 0
+    # the importance-weighted bound is at least the ELBO for every image, so in bits it is at most the ELBO's
+    assert 0 < result["bpd_iwae_4"] <= result["bpd_elbo"]
+    assert result["bpd_images"] == "the first 6 images of the test split"
+    assert (out / "samples_prior.png").read_bytes().startswith(b"\x89PNG")

@@ -45,7 +45,7 @@ def test_gamma_is_the_running_mse_and_never_increases():
         new_gamma = min(mse_run, gamma)
         assert new_gamma <= gamma
         gamma = new_gamma
-        assert balance.gamma == pytest.approx(gamma) and balance.mse_run == pytest.approx(mse_run)
+        assert float(balance.gamma) == pytest.approx(gamma) and float(balance.mse_run) == pytest.approx(mse_run)
     restored = GammaBalance()
     restored.load_state_dict(balance.state_dict())
     assert restored.state_dict() == balance.state_dict()

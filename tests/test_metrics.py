@@ -247,7 +247,7 @@ def trained_tiny(digits):
     torch.manual_seed(0)
     model, objective = VAE(TINY), BalancedGaussianELBO(beta=1.0, gamma=GammaBalance(initial=0.05))
     fit(model, objective, digits[0], TrainConfig(epochs=3, batch_size=50, progress=False, device="cpu"))
-    return model.eval(), objective.balance.gamma
+    return model.eval(), float(objective.balance.gamma)
 
 
 def test_gmm_recovers_clusters_and_samples_identically_after_save_and_load(tmp_path):

@@ -331,3 +331,46 @@ def test_a_checkpoint_is_only_written_from_healthy_weights(tiny_config, digits, 
     payload = load_checkpoint(ckpt)
     assert payload["epoch"] == 1
     assert all(torch.isfinite(t).all() for t in payload["model"].values() if t.is_floating_point())
+
+
+def test_reading_the_losses_every_step_or_every_fifty_gives_the_same_run(tiny_config, digits):
+    every_step = train(tiny_config, digits, epochs=2, sync_every=1)
+    windowed = train(tiny_config, digits, epochs=2, sync_every=50)
+    assert every_step["loss"] == windowed["loss"] and every_step.epochs == windowed.epochs
+
+
+def test_channels_last_is_the_same_computation(tiny_config, digits):
+    plain = train(tiny_config, digits, epochs=1)
+    nhwc = train(tiny_config, digits, epochs=1, channels_last=True)
+    torch.testing.assert_close(torch.tensor(nhwc["loss"]), torch.tensor(plain["loss"]), rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_trains_and_is_another_run(tiny_config, digits, tmp_path):
+    ckpt = tmp_path / "run.pt"
+    fp32 = train(tiny_config, digits, epochs=2, checkpoint=str(ckpt))
+    bf16 = train(tiny_config, digits, epochs=2, precision="bf16")
+    assert bf16.epochs["loss"][-1] < bf16.epochs["loss"][0]
+    # bf16 keeps 8 bits of mantissa: close to the fp32 run, not equal to it
+    assert bf16["loss"] != fp32["loss"]
+    assert abs(bf16.epochs["loss"][-1] - fp32.epochs["loss"][-1]) < 0.05 * fp32.epochs["loss"][-1]
+    with pytest.raises(CheckpointError, match="train.precision: 'fp32' in the checkpoint, 'bf16' now"):
+        train(tiny_config, digits, epochs=3, checkpoint=str(ckpt), precision="bf16")
+    # how the steps run is not part of the run: channels-last or a different sync interval may resume it
+    train(tiny_config, digits, epochs=3, checkpoint=str(ckpt), channels_last=True, sync_every=7)
+    assert load_checkpoint(ckpt)["epoch"] == 3
+
+
+def test_bad_execution_options_are_clear_errors(tiny_config, digits):
+    with pytest.raises(ValueError, match="precision must be one of"):
+        train(tiny_config, digits, precision="fp16")
+    with pytest.raises(ValueError, match="sync_every must be at least 1"):
+        train(tiny_config, digits, sync_every=0)
+
+
+def test_compiled_step_matches_the_eager_one(tiny_config, digits):
+    import torch._inductor.config
+    eager = train(tiny_config, digits[:200], epochs=1)
+    # compiled kernels draw the reparameterisation noise from their own generator unless told to use eager's
+    with torch._inductor.config.patch(fallback_random=True):
+        compiled = train(tiny_config, digits[:200], epochs=1, compile=True)
+    torch.testing.assert_close(torch.tensor(compiled["loss"]), torch.tensor(eager["loss"]), rtol=1e-4, atol=1e-5)

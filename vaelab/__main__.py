@@ -3,21 +3,23 @@
     python -m vaelab train splitvae-mnist            # or `vaelab train ...`; resumes an interrupted run
     python -m vaelab evaluate runs/splitvae_mnist_SplitVAE_1a2b3c4d.pt --samples 10000
     python -m vaelab recipes                          # what `train` knows
+    torchrun --nproc_per_node=4 -m vaelab train splitvae-celeba --precision bf16 --channels-last
 
 `evaluate` writes <out>/metrics.json, naming the distance's implementation, the sample count and the reference
 split, and sample grids beside it.
 """
 import argparse
 import json
+import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from . import data, metrics, recipes, viz
+from . import metrics, recipes, viz
 from .checkpoint import CheckpointError, load_checkpoint
-from .train import pick_device
 
 
 def model_classes() -> dict[str, tuple[type[nn.Module], type]]:
@@ -42,45 +44,36 @@ def load_model(path: Path) -> tuple[nn.Module, dict]:
     return model.eval(), payload
 
 
-@torch.no_grad()
-def samples(model: nn.Module, n: int, batch_size: int = 500) -> torch.Tensor:
-    return torch.cat([model.sample(min(batch_size, n - i)).cpu() for i in range(0, n, batch_size)])
-
-
-def evaluate(path: Path, n: int, features: str, out: Path, weights: str | None) -> dict:
+def evaluate(path: Path, out: Path, **protocol) -> dict:
+    """Measure a checkpoint by vaelab.metrics.evaluate's protocol; write metrics.json and sample grids to out."""
     model, payload = load_model(path)
     meta = payload.get("metadata", {})
     if "dataset" not in meta:
         raise CheckpointError(f"{path} does not say which data set it was trained on (not written by a recipe)")
-    model.to(pick_device())
-    test = data.load(meta["dataset"], "test", pad_to_32=meta["pad_to_32"], limit=min(n, 10_000)).images
-    if features == "auto":
-        features = "inception" if torch.cuda.is_available() else "classifier"
-    if features == "inception":
-        extractor, implementation = metrics.InceptionFeatures(weights), "FID: pytorch-fid's InceptionV3 pool features"
-    else:
-        extractor = metrics.classifier_features(meta["dataset"])
-        implementation = f"Frechet distance in the features of {extractor.name} (not FID)"
-    reference = metrics.feature_statistics(extractor, test)
-    torch.manual_seed(0)
-    prior = samples(model, n)
+    measures, images = metrics.evaluate(model, meta["dataset"], pad_to_32=meta["pad_to_32"], **protocol)
     result = {"checkpoint": str(path), "recipe": meta.get("recipe"), "epoch": payload["epoch"],
-              "vaelab_version": meta.get("vaelab_version"), "distance": implementation,
-              "samples": n, "reference": f"{meta['dataset']} test split, its first {len(test):,} images",
-              "prior": metrics.frechet_distance_between(extractor, prior, reference)}
+              "vaelab_version": meta.get("vaelab_version"), **measures}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "samples_prior.png").write_bytes(viz.grid_png(prior[:64]))
-    mu, _ = metrics.encode(model, test[:2])
-    if mu.dim() == 2:  # a flat latent code: the ex-post GMM and the inactive variables apply
-        train = data.load(meta["dataset"], "train", pad_to_32=meta["pad_to_32"], limit=10_000).images
-        gmm = metrics.fit_latent_gmm(model, train, metrics.paper_gmm_components(meta["dataset"]))
-        ex_post = metrics.decode(model, gmm.sample(n))
-        result["gmm"] = metrics.frechet_distance_between(extractor, ex_post, reference)
-        (out / "samples_gmm.png").write_bytes(viz.grid_png(ex_post[:64]))
-        stats = metrics.latent_statistics(model, test)
-        result["inactive_latents"], result["latent_dim"] = stats.num_inactive, len(stats.inactive)
+    for name, generated in images.items():
+        (out / f"samples_{name}.png").write_bytes(viz.grid_png(generated[:64]))
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+@contextmanager
+def process_group():
+    """Under torchrun (WORLD_SIZE > 1): join the process group, NCCL on GPUs (one per process), gloo on CPUs.
+    Yields this process's rank (0 without torchrun)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield 0
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        yield torch.distributed.get_rank()
+    finally:
+        torch.distributed.destroy_process_group()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,12 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("recipe", choices=list(recipes.RECIPES), metavar="RECIPE")
     train.add_argument("--epochs", type=int, help="train this many epochs in all (default: the recipe's)")
     train.add_argument("--device", help="cuda, mps or cpu (default: the best there is)")
+    train.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: autocast the forward pass (another run)")
+    train.add_argument("--channels-last", action="store_true", help="NHWC memory layout for the convolutions")
+    train.add_argument("--compile", action="store_true", help="torch.compile the forward pass and loss")
     evaluate_cmd = commands.add_parser("evaluate", help="sample a checkpoint and measure it; writes metrics.json")
     evaluate_cmd.add_argument("checkpoint", type=Path)
     evaluate_cmd.add_argument("--samples", type=int, default=10_000, help="generated images (the papers: 10,000)")
     evaluate_cmd.add_argument("--features", choices=["auto", "inception", "classifier"], default="auto",
                               help="inception: FID; classifier: the offline MNIST/Fashion-MNIST classifier")
     evaluate_cmd.add_argument("--weights", help="a local copy of the FID Inception weights")
+    evaluate_cmd.add_argument("--importance-samples", type=int, default=512,
+                              help="K of the importance-weighted bpd (likelihood models; the paper: 512)")
+    evaluate_cmd.add_argument("--likelihood-images", type=int, default=1000,
+                              help="test images whose bpd is measured (likelihood models)")
     evaluate_cmd.add_argument("--out", type=Path, help="where to write metrics.json (default: beside the checkpoint)")
     commands.add_parser("recipes", help="list the recipes")
     args = parser.parse_args(argv)
@@ -108,14 +108,20 @@ def main(argv: list[str] | None = None) -> int:
                 recipe = make().recipe
                 print(f"{name:24s} {recipe.dataset:14s} {recipe.train.epochs:>4d} epochs  ({recipe.name})")
         elif args.command == "train":
-            overrides = {k: v for k, v in (("epochs", args.epochs), ("device", args.device)) if v is not None}
-            model, history = recipes.RECIPES[args.recipe]().train(**overrides)
-            print("finished: " + "  ".join(f"{k} {v[-1]:.4g}" for k, v in history.epochs.items()))
+            overrides = {k: v for k, v in (("epochs", args.epochs), ("device", args.device),
+                                           ("precision", args.precision)) if v is not None}
+            overrides |= {k: True for k in ("channels_last", "compile") if getattr(args, k)}
+            with process_group() as rank:
+                model, history = recipes.RECIPES[args.recipe]().train(**overrides, progress=rank == 0)
+            if rank == 0:
+                print("finished: " + "  ".join(f"{k} {v[-1]:.4g}" for k, v in history.epochs.items()))
         else:
             if args.samples < 2:
                 parser.error("--samples must be at least 2")
             out = args.out or args.checkpoint.with_suffix("")
-            result = evaluate(args.checkpoint, args.samples, args.features, out, args.weights)
+            result = evaluate(args.checkpoint, out, samples=args.samples, features=args.features,
+                              weights=args.weights, likelihood_images=args.likelihood_images,
+                              importance_samples=args.importance_samples)
             print(json.dumps(result, indent=2))
             print(f"written to {out / 'metrics.json'}")
     except (CheckpointError, ValueError, FileNotFoundError) as error:

@@ -24,7 +24,7 @@ try:
 except ImportError:
     fcntl = None
 
-CHECKPOINT_FORMAT = "vaelab-checkpoint-2"
+CHECKPOINT_FORMAT = "vaelab-checkpoint-3"
 
 
 class CheckpointError(RuntimeError):

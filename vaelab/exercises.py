@@ -193,6 +193,29 @@ def _howto_receptive_field():
     return cases
 
 
+def _results_concordance():
+    """The fraction of pairs of methods two lists of scores order alike, from scipy's Kendall tau: without ties,
+    tau = (agreeing - reversed pairs) / all pairs, so the fraction is (tau + 1) / 2."""
+    rng, cases = np.random.default_rng(11), []
+    for n in (3, 6, 11):
+        ours, theirs = rng.normal(size=n), rng.normal(size=n)
+        for other in (theirs, 3 * ours + 1, -ours):  # a random ranking, the same one, the reversed one
+            tau = scipy.stats.kendalltau(ours, other)[0]
+            cases.append(((ours.tolist(), other.tolist()), (tau + 1) / 2))
+    return cases
+
+
+def _results_implied_bpd():
+    """The negative ELBO in bits per dimension implied by the self-supervised VAE paper's RE and KL columns (nats
+    per image), as the bits of the per-dimension probability exp(-(RE + KL) / D), with D counted by numpy."""
+    cases = []
+    for re, kl, shape in ((5540, 1966, (3, 32, 32)), (6348, 1438, (3, 32, 32)), (23336, 1214, (3, 64, 64)),
+                          (30809, 1961, (3, 64, 64)), (250, 40, (1, 28, 28))):
+        dims = np.zeros(shape).size
+        cases.append(((re, kl, shape), float(-np.log2(np.exp(-(re + kl) / dims)))))
+    return cases
+
+
 EXERCISES: dict[str, Callable[[], list]] = {
     "ex-elbo-kl-full": _elbo_kl_full,
     "ex-elbo-iwae": _elbo_iwae,
@@ -206,6 +229,8 @@ EXERCISES: dict[str, Callable[[], list]] = {
     "ex-ssvae-coupling-code": _ssvae_coupling_inverse,
     "ex-howto-global-kl-code": _howto_global_kl,
     "ex-howto-receptive-field-code": _howto_receptive_field,
+    "ex-results-concordance-code": _results_concordance,
+    "ex-results-elbo-bpd-code": _results_implied_bpd,
 }
 
 

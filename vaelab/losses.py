@@ -61,18 +61,21 @@ class GammaBalance:
     """
 
     def __init__(self, initial: float = 1.0, decay: float = 0.99):
-        self.mse_run = self.gamma = float(initial)
+        # Tensors, updated on the device: a Python float here would make every training step wait for the GPU.
+        self.mse_run = self.gamma = torch.tensor(float(initial))
         self.decay = decay
 
-    def update(self, batch_mse: float) -> None:
-        self.mse_run = self.decay * self.mse_run + (1 - self.decay) * batch_mse
-        self.gamma = min(self.mse_run, self.gamma)
+    def update(self, batch_mse: Tensor | float) -> None:
+        batch_mse = torch.as_tensor(batch_mse, dtype=torch.float32).detach()
+        self.mse_run = self.decay * self.mse_run.to(batch_mse.device) + (1 - self.decay) * batch_mse
+        self.gamma = torch.minimum(self.mse_run, self.gamma.to(batch_mse.device))
 
     def state_dict(self) -> dict:
-        return {"mse_run": self.mse_run, "gamma": self.gamma, "decay": self.decay}
+        return {"mse_run": float(self.mse_run), "gamma": float(self.gamma), "decay": self.decay}
 
     def load_state_dict(self, state: dict) -> None:
-        self.mse_run, self.gamma, self.decay = state["mse_run"], state["gamma"], state["decay"]
+        self.mse_run, self.gamma = torch.tensor(state["mse_run"]), torch.tensor(state["gamma"])
+        self.decay = state["decay"]
 
 
 class BalancedGaussianELBO:
@@ -96,10 +99,10 @@ class BalancedGaussianELBO:
         rec = sse.mean() / (2 * self.balance.gamma)
         kl = kl.mean()
         return {"loss": rec + self.beta * kl, "rec": rec, "kl": kl,
-                "mse": sse.mean().detach() / x[0].numel(), "gamma": torch.tensor(self.balance.gamma)}
+                "mse": sse.mean().detach() / x[0].numel(), "gamma": self.balance.gamma}
 
     def update(self, terms: dict[str, Tensor]) -> None:
-        self.balance.update(float(terms["mse"]))
+        self.balance.update(terms["mse"])
 
     def settings(self) -> dict:
         return {"beta": self.beta, "gamma_decay": self.balance.decay}

@@ -22,7 +22,7 @@ from .losses import BalancedGaussianELBO, GammaBalance, HowNotToTrainLoss, HowTo
 from .self_supervised_vae import PRESETS as SELF_SUPERVISED_PRESETS
 from .self_supervised_vae import SelfSupervisedELBO, SelfSupervisedVAE, SelfSupervisedVAEConfig
 from .split_vae import SplitVAE
-from .train import History, TrainConfig, compute_mode, fit, seed_everything
+from .train import EXECUTION_ONLY, History, TrainConfig, compute_mode, fit, seed_everything
 from .vae import PAPER_BETA, PRESETS, VAE
 
 
@@ -77,7 +77,8 @@ def train_recipe(recipe: Recipe, model_class: type[nn.Module] = VAE, tag: str = 
         objective = BalancedGaussianELBO(beta=recipe.beta, gamma=GammaBalance(decay=recipe.gamma_decay))
     # The file name carries a digest of everything but the epoch count, so a changed recipe never loads a stale
     # run, while asking for more epochs continues the same one.
-    key = replace(recipe, train=replace(recipe.train, epochs=0, progress=True, device=None, checkpoint=None))
+    defaults = TrainConfig()
+    key = replace(recipe, train=replace(recipe.train, **{k: getattr(defaults, k) for k in EXECUTION_ONLY}))
     run = (key, model_class.__name__, tag, type(objective).__name__, sorted(objective.settings().items()))
     digest = hashlib.sha1(repr(run).encode()).hexdigest()[:8]
     checkpoint = runs_dir() / f"{recipe.name}_{model_class.__name__}{tag}_{digest}.pt"

@@ -261,6 +261,12 @@ class SelfSupervisedVAE(nn.Module):
         return self.infer(x)
 
     @torch.no_grad()
+    def sample(self, n: int, how: str = "argmax") -> Tensor:
+        """x ~ p(x): u ~ p(u), then every level's image in turn (the generation mode of self_supervised_modes)."""
+        from .self_supervised_modes import transmit  # that module builds on this one
+        return transmit(self, "generation", n=n, how=how).images
+
+    @torch.no_grad()
     def log_importance_weights(self, x: Tensor, k: int) -> Tensor:
         """k independent samples of log p(x, y, u, z) - log q(u, z | x) per image: a tensor (k, N), for
         vaelab.metrics.log_likelihood_bounds (its mean is the ELBO, its log-mean-exp the IWAE bound)."""

@@ -13,7 +13,13 @@ What the papers need beyond a plain Adam loop is options, not copies of the loop
 - an adversary: an objective with an attribute `adversary` (an nn.Module, e.g. a PatchGAN discriminator) returns
   an "adversary_loss" term too; fit gives the adversary its own Adam (objective.adversary_lr, adversary_betas)
   and updates both networks on every batch from the same forward pass, each on its own loss.
+
+And what a GPU needs to be kept busy, also options (TrainConfig.precision, channels_last, compile): the data set
+stays on the GPU when it fits, and a step never waits for the device. Its loss terms stay there too, and the host
+reads them every `sync_every` steps in one transfer, records them and checks them; a non-finite loss is reported
+with its epoch and step as before, and the checkpoint on disk still holds the last good epoch.
 """
+import math
 import os
 import random
 from dataclasses import asdict, dataclass
@@ -79,6 +85,16 @@ class TrainConfig:
     checkpoint: str | None = None  # written after every epoch; resumed from when it exists
     device: str | None = None  # None: cuda, then mps, then cpu
     progress: bool = True  # a tqdm bar per epoch and a summary line after each
+    # How the steps run on the device. precision is part of the run (bf16 changes the numbers); the others only
+    # change the speed, so a run may be resumed with other values of them.
+    precision: str = "fp32"  # or "bf16": the forward pass and the loss under torch.autocast (weights stay fp32)
+    channels_last: bool = False  # NHWC memory layout, which tensor-core convolutions prefer
+    compile: bool = False  # torch.compile the forward pass and the loss (the first steps then take longer)
+    sync_every: int = 50  # steps between the host's reads of the loss terms; each read waits for the device
+
+
+EXECUTION_ONLY = ("epochs", "checkpoint", "device", "progress", "channels_last", "compile", "sync_every")
+PRECISIONS = ("fp32", "bf16")
 
 
 class History(dict):
@@ -135,6 +151,10 @@ def _check_config(config: TrainConfig) -> None:
     if config.batch_size < 2:
         raise ValueError(f"TrainConfig.batch_size must be at least 2 (batch normalisation needs two images per "
                          f"batch), got {config.batch_size}")
+    if config.precision not in PRECISIONS:
+        raise ValueError(f"TrainConfig.precision must be one of {PRECISIONS}, got {config.precision!r}")
+    if config.sync_every < 1:
+        raise ValueError(f"TrainConfig.sync_every must be at least 1, got {config.sync_every}")
     if config.lr <= 0 or config.min_lr < 0 or not 0 < config.lr_decay <= 1:
         raise ValueError(f"need lr > 0, min_lr >= 0 and 0 < lr_decay <= 1; got lr={config.lr}, "
                          f"min_lr={config.min_lr}, lr_decay={config.lr_decay}")
@@ -161,36 +181,74 @@ def fit(model: nn.Module, objective, images: Tensor, config: TrainConfig = Train
     With config.checkpoint set, the run holds a lock on it while it trains (a second process is refused), and an
     existing checkpoint is resumed only if it was written by the same run (see vaelab.checkpoint). `metadata`
     (the recipe, the data set, the code version) is stored in every checkpoint for `vaelab evaluate` to read.
+
+    Started by torchrun (torch.distributed initialised), each of the N processes computes the loss of its 1/N of
+    every batch and the gradients are averaged, so that N processes take the steps one process would take on the
+    whole batch (batch statistics, as in batch normalisation, are each process's own); rank 0 writes checkpoints.
     """
     _check_images(images)
     _check_config(config)
     if len(images) < config.batch_size:
         raise ValueError(f"{len(images)} images are fewer than one batch of {config.batch_size}")
+    rank, world = process_group()
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} does not split evenly over {world} processes")
     device = _device(config)
     ckpt = Path(config.checkpoint) if config.checkpoint else None
-    with exclusive(ckpt):
+    with exclusive(ckpt if rank == 0 else None):
         return _fit(model, objective, images, config, device, ckpt, metadata or {})
+
+
+def process_group() -> tuple[int, int]:
+    """(rank, number of processes) of a torchrun launch; (0, 1) otherwise."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _average_gradients(network: nn.Module, world: int) -> None:
+    """All-reduce the gradients as one flat tensor (one collective per step, not one per parameter).
+
+    DistributedDataParallel does this from hooks in the module's forward; vaelab's objectives call several
+    methods of a model and an adversary twice per step, which those hooks do not follow, so fit averages here."""
+    grads = [p.grad for p in network.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= world
+    for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(part.view_as(g))
+
+
+def _resident(images: Tensor, device: torch.device) -> Tensor:
+    """The whole data set on the GPU when it takes under a quarter of the free memory: no copy per step."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if images.numel() * images.element_size() < free // 4:
+            return images.to(device)
+    return images
 
 
 def _fit(model: nn.Module, objective, images: Tensor, config: TrainConfig, device: torch.device,
          ckpt: Path | None, metadata: dict) -> History:
-    model.to(device)
+    rank, world = process_group()
+    layout = torch.channels_last if config.channels_last else torch.contiguous_format
+    model.to(device, memory_format=layout)
     optimizer, schedule = make_optimizer(model.parameters(), config)
     adversary = getattr(objective, "adversary", None)
     networks = {"model": model}
     if adversary is not None:
-        adversary.to(device)
+        adversary.to(device, memory_format=layout)
         networks["adversary"] = adversary
         adversary_optimizer = torch.optim.Adam(adversary.parameters(), lr=objective.adversary_lr,
                                                betas=tuple(objective.adversary_betas))
     history, start_epoch = History(), 0
-    seed_everything(config.seed)
+    seed_everything(config.seed + rank)  # each process its own noise; rank 0 draws what a single process draws
 
     def epoch_order(epoch: int) -> Tensor:
         return torch.randperm(len(images), generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
 
-    identity = run_identity(model, objective, images, {k: v for k, v in asdict(config).items()
-                                                       if k not in ("epochs", "checkpoint", "device", "progress")})
+    settings = {k: v for k, v in asdict(config).items() if k not in EXECUTION_ONLY}
+    identity = run_identity(model, objective, images, settings | ({"processes": world} if world > 1 else {}))
     if ckpt is not None and ckpt.exists():
         payload = restore(model, ckpt)
         check_same_run(ckpt, payload["run"], identity)
@@ -202,28 +260,33 @@ def _fit(model: nn.Module, objective, images: Tensor, config: TrainConfig, devic
         objective.load_state_dict(payload["objective"])
         history = History(**payload["history"])
         start_epoch = payload["epoch"]
-        torch.set_rng_state(payload["rng"]["torch"])
-        if device.type == "cuda" and payload["rng"]["cuda"]:
-            torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
-    elif hasattr(model, "initialize"):  # data-dependent initialisation, on a fresh run only
+        rng = payload["rng"]["processes"][rank]
+        torch.set_rng_state(rng["torch"])
+        if device.type == "cuda" and rng["cuda"]:
+            torch.cuda.set_rng_state_all(rng["cuda"])
+    elif hasattr(model, "initialize"):  # data-dependent initialisation, on a fresh run only (the same in every process)
         with torch.no_grad():
             model.initialize(images[epoch_order(0)[:config.batch_size]].to(device))
 
+    def forward(x: Tensor) -> dict[str, Tensor]:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+            return objective(model, x)
+
+    if config.compile:
+        forward = torch.compile(forward)
+    data = _resident(images, device)
     steps_per_epoch = len(images) // config.batch_size  # the last incomplete batch is dropped, as in the paper
     for epoch in range(start_epoch, config.epochs):
         for network in networks.values():
             network.train()
-        order = epoch_order(epoch)
+        order = epoch_order(epoch).to(data.device)
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-                   disable=not config.progress)
+                   disable=not config.progress or rank > 0)
+        window = []  # the loss terms of the steps since the host last read them, still on the device
         for step in bar:
-            x = images[order[step * config.batch_size:(step + 1) * config.batch_size]].to(device, non_blocking=True)
-            terms = objective(model, x)
-            losses = [name for name in ("loss", "adversary_loss") if name in terms]
-            if not all(torch.isfinite(terms[name]) for name in losses):
-                values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
-                kept = f"; the last good epoch is kept in {ckpt}" if ckpt is not None and ckpt.exists() else ""
-                raise NonFiniteLossError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}: {values}{kept}")
+            batch = order[step * config.batch_size:(step + 1) * config.batch_size].chunk(world)[rank]
+            x = data[batch].to(device, non_blocking=True).contiguous(memory_format=layout)
+            terms = forward(x)
             optimizer.zero_grad(set_to_none=True)
             # Each network follows the gradient of its own loss only (the generator's loss also reaches the
             # adversary's weights through D(x_hat), and those gradients must not move the adversary).
@@ -231,33 +294,66 @@ def _fit(model: nn.Module, objective, images: Tensor, config: TrainConfig, devic
             if adversary is not None:
                 adversary_optimizer.zero_grad(set_to_none=True)
                 terms["adversary_loss"].backward(inputs=list(adversary.parameters()))
+            for network in networks.values() if world > 1 else ():
+                _average_gradients(network, world)
+                for buffer in network.buffers():  # batch norm's running statistics: rank 0's, as DDP does
+                    torch.distributed.broadcast(buffer, 0)
+            if adversary is not None:
                 adversary_optimizer.step()
             optimizer.step()
             schedule.step()
-            objective.update(terms)
-            history.record_step({k: float(v.detach()) for k, v in terms.items()})
-            bar.set_postfix(loss=f"{terms['loss'].item():.4g}", refresh=False)
+            values = torch.stack([v.detach().to(device, torch.float32).reshape(()) for v in terms.values()])
+            if world > 1:  # every process records, and updates its objective with, the whole batch's means
+                torch.distributed.all_reduce(values)
+                values /= world
+            objective.update(dict(zip(terms, values)))
+            window.append(values)
+            if len(window) == config.sync_every or step == steps_per_epoch - 1:
+                _read_window(window, list(terms), history, epoch, step, ckpt)
+                bar.set_postfix(loss=f"{history['loss'][-1]:.4g}", refresh=False)
         means = history.record_epoch(steps_per_epoch)
-        if config.progress:
+        if config.progress and rank == 0:
             tqdm.write(f"epoch {epoch + 1}/{config.epochs}  " + "  ".join(f"{k} {v:.4g}" for k, v in means.items()))
         for name, network in networks.items():  # the last step's update is not checked by any loss yet
             if not all(torch.isfinite(p).all() for p in network.parameters()):
                 raise NonFiniteLossError(f"the {name}'s weights became non-finite in epoch {epoch + 1}; "
                                          f"nothing was saved" + (f", {ckpt} keeps the last good epoch" if ckpt else ""))
-        if ckpt is not None:
+        rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []}
+        if world > 1:
+            processes = [None] * world
+            torch.distributed.all_gather_object(processes, rng)
+        else:
+            processes = [rng]
+        if ckpt is not None and rank == 0:
             payload = {
                 "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "run": identity, "metadata": metadata,
                 "model_class": type(model).__name__, "model_config": model_config(model),
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                 "objective": objective.state_dict(), "history": history.state_dict(),
-                "train_config": asdict(config),
-                "rng": {"torch": torch.get_rng_state(),
-                        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
+                "train_config": asdict(config), "rng": {"processes": processes},
             }
             if adversary is not None:
                 payload["adversary"] = adversary.state_dict()
                 payload["adversary_optimizer"] = adversary_optimizer.state_dict()
             save_checkpoint(ckpt, payload)
+        if world > 1:  # no process goes on (and perhaps resumes from the file) before rank 0 has written it
+            torch.distributed.barrier()
     for network in networks.values():
         network.eval()
     return history
+
+
+def _read_window(window: list[Tensor], names: list[str], history: History, epoch: int, step: int,
+                 ckpt: Path | None) -> None:
+    """Move the window's loss terms to the host in one transfer, record them, and stop at the first non-finite
+    loss. The steps after it have run, but nothing is saved from them: the checkpoint keeps the last good epoch."""
+    rows = torch.stack(window).cpu().tolist()
+    first = step + 1 - len(rows)
+    for offset, row in enumerate(rows):
+        terms = dict(zip(names, row))
+        if not all(math.isfinite(terms[name]) for name in ("loss", "adversary_loss") if name in terms):
+            values = ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
+            kept = f"; the last good epoch is kept in {ckpt}" if ckpt is not None and ckpt.exists() else ""
+            raise NonFiniteLossError(f"non-finite loss at epoch {epoch + 1}, step {first + offset + 1}: {values}{kept}")
+        history.record_step(terms)
+    window.clear()

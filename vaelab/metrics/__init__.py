@@ -7,7 +7,7 @@
     likelihood         the ELBO and the importance-weighted bound, in bits per dimension
 
 One module per measure: frechet, inception (FID), classifier (the offline distance), latents (encoding, the
-ex-post GMM, inactive variables), likelihood. Everything is importable from `vaelab.metrics` directly.
+ex-post GMM, inactive variables), likelihood; and protocol, which applies them all to a trained model the same way. Everything is importable from `vaelab.metrics` directly.
 
 Every function takes image tensors in [0,1] (N x C x H x W) or a decode callable, so it measures a Split-VAE's
 x, x1, x2 or their mix as readily as a plain VAE's samples. Model passes run in eval mode without gradients, in
@@ -22,3 +22,4 @@ from .latents import (model_device, encode, decode, paper_gmm_components, Latent
                       LatentStatistics, latent_statistics)
 from .likelihood import (LogLikelihood, gaussian_log_likelihood, bernoulli_log_likelihood, LikelihoodBounds,
                          log_likelihood_bounds, bits_per_dim)
+from .protocol import feature_extractor, generate, evaluate

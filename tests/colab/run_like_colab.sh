@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Every chapter of the toc, run the way a student runs it on Colab: an environment that already has PyTorch,
+# torchvision, ipywidgets 7.7 and matplotlib (Colab's preinstalled packages), then what the chapters' install cell
+# does there (`pip install "vaelab @ git+..."`, here the same install from this checkout, not editable), and the
+# chapters executed one by one from a folder outside the checkout, so data and runs go where an installed vaelab
+# puts them. Nothing from the book tooling (jupyter-book, myst-nb) is installed.
+#
+#     bash tests/colab/run_like_colab.sh [environment folder]      # default /tmp/vaelab-colab; ~15 min on 2 cores
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+env=${1:-/tmp/vaelab-colab}
+rm -rf "$env" && python3 -m venv "$env"
+pip=("$env/bin/python" -m pip install --quiet)
+"${pip[@]}" --upgrade pip
+# Colab's preinstalled stack (the versions Colab shipped in 2025: ipywidgets 7.7, a recent torch)
+"${pip[@]}" torch torchvision "ipywidgets==7.7.*" matplotlib ipykernel nbclient nbformat scikit-learn tqdm
+torch_before=$("$env/bin/python" -c 'import torch; print(torch.__version__)')
+# The install cell
+"${pip[@]}" "$repo"
+torch_after=$("$env/bin/python" -c 'import torch; print(torch.__version__)')
+[ "$torch_before" = "$torch_after" ] || { echo "the install replaced Colab's torch $torch_before by $torch_after"; exit 1; }
+if "$env/bin/python" -c 'import myst_nb' 2>/dev/null; then echo "myst_nb came with vaelab's install" >&2; exit 1; fi
+"$env/bin/python" -m ipykernel install --prefix "$env" --name colab-like >/dev/null
+work=$(mktemp -d)
+cd "$work"
+export VAELAB_COMPUTE=quick XDG_CACHE_HOME="$work/cache" JUPYTER_PATH="$env/share/jupyter"
+chapters=$(sed -n 's/^ *- file: \(book\/[0-9].*\)/\1/p' "$repo/_toc.yml")
+for chapter in $chapters; do
+    start=$(date +%s)
+    "$env/bin/python" - "$repo/$chapter.ipynb" <<'PY'
+import sys
+import nbformat
+from nbclient import NotebookClient
+notebook = nbformat.read(sys.argv[1], as_version=4)
+NotebookClient(notebook, kernel_name="colab-like", timeout=1800).execute()
+PY
+    echo "$chapter: ran in $(( $(date +%s) - start )) s (torch $torch_after, ipywidgets $("$env/bin/python" -c \
+        'import ipywidgets; print(ipywidgets.__version__)'))"
+done
+echo "data and runs went to: $(ls -d "$work"/cache/* 2>/dev/null | tr '\n' ' ')"

@@ -1,0 +1,74 @@
+"""One protocol for every model of the book: what `vaelab evaluate` writes and what the results chapter tabulates.
+
+    prior       Frechet distance of n samples x ~ p(x) to the test split's first n images (at most 10,000)
+    gmm         the same for decodings of an ex-post GMM fitted to 10,000 training codes (flat latent codes only)
+    inactive    latent variables with Var_x[mu_j(x)] < 0.05 on the test images (flat latent codes only)
+    bpd         the ELBO and the importance-weighted bound in bits per dimension (models with a likelihood
+                over 8-bit pixels: those with `log_importance_weights`)
+
+The features are pytorch-fid's InceptionV3 (then the distance is the FID) or the offline classifier's (then it
+is not); the result names which, with the sample count and the reference split, since FIDs from different
+implementations, sample counts or reference sets are not comparable.
+"""
+import torch
+from torch import Tensor, nn
+
+from .. import data
+from ..train import pick_device
+from .classifier import classifier_features
+from .frechet import FeatureExtractor, feature_statistics, frechet_distance_between
+from .inception import InceptionFeatures
+from .latents import decode, encode, fit_latent_gmm, latent_statistics, paper_gmm_components
+from .likelihood import bits_per_dim, log_likelihood_bounds
+
+
+def feature_extractor(features: str, dataset: str, weights: str | None = None) -> tuple[FeatureExtractor, str]:
+    """features: "inception" (FID), "classifier" (the offline distance) or "auto" (inception on a GPU)."""
+    if features == "auto":
+        features = "inception" if torch.cuda.is_available() else "classifier"
+    if features == "inception":
+        return InceptionFeatures(weights), "FID: pytorch-fid's InceptionV3 pool features"
+    if features == "classifier":
+        extractor = classifier_features(dataset)
+        return extractor, f"Frechet distance in the features of {extractor.name} (not FID)"
+    raise ValueError(f"features must be 'auto', 'inception' or 'classifier', got {features!r}")
+
+
+@torch.no_grad()
+def generate(model: nn.Module, n: int, batch_size: int = 500) -> Tensor:
+    """n samples of the model's p(x), on the CPU."""
+    return torch.cat([model.sample(min(batch_size, n - i)).cpu() for i in range(0, n, batch_size)])
+
+
+def evaluate(model: nn.Module, dataset: str, *, pad_to_32: bool = False, samples: int = 10_000,
+             features: str = "auto", weights: str | None = None, likelihood_images: int = 1000,
+             importance_samples: int = 512, seed: int = 0) -> tuple[dict, dict[str, Tensor]]:
+    """Measure a trained model on `dataset` by the protocol above. Returns the measures (a JSON-able dict) and
+    the generated images by name ("prior", and "gmm" where it applies), for grids."""
+    if samples < 2:
+        raise ValueError(f"samples must be at least 2 (a covariance needs two), got {samples}")
+    model.eval().to(pick_device())
+    test = data.load(dataset, "test", pad_to_32=pad_to_32, limit=min(samples, 10_000)).images
+    extractor, implementation = feature_extractor(features, dataset, weights)
+    reference = feature_statistics(extractor, test)
+    torch.manual_seed(seed)
+    images = {"prior": generate(model, samples)}
+    result = {"distance": implementation, "samples": samples,
+              "reference": f"{dataset} test split, its first {len(test):,} images",
+              "prior": frechet_distance_between(extractor, images["prior"], reference)}
+    if hasattr(model, "log_importance_weights"):  # a likelihood over 8-bit pixels: bits per dimension (spec 2.9)
+        bounds = log_likelihood_bounds(model, test[:likelihood_images], k=importance_samples)
+        dims = test[0].numel()
+        result |= {"bpd_elbo": bits_per_dim(bounds.elbo, dims),
+                   f"bpd_iwae_{importance_samples}": bits_per_dim(bounds.iwae, dims),
+                   "bpd_images": f"the first {min(likelihood_images, len(test)):,} images of the test split"}
+        return result, images
+    mu, _ = encode(model, test[:2])
+    if mu.dim() == 2:  # a flat latent code: the ex-post GMM and the inactive variables apply
+        train = data.load(dataset, "train", pad_to_32=pad_to_32, limit=10_000).images
+        gmm = fit_latent_gmm(model, train, paper_gmm_components(dataset))
+        images["gmm"] = decode(model, gmm.sample(samples))
+        result["gmm"] = frechet_distance_between(extractor, images["gmm"], reference)
+        stats = latent_statistics(model, test)
+        result["inactive_latents"], result["latent_dim"] = stats.num_inactive, len(stats.inactive)
+    return result, images
