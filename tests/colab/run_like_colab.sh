@@ -1,33 +1,35 @@
 #!/usr/bin/env bash
 # Every chapter of the toc, run the way a student runs it on Colab: an environment that already has PyTorch,
 # torchvision, ipywidgets 7.7 and matplotlib (Colab's preinstalled packages), then what the chapters' install cell
-# does there (`pip install "vaelab @ git+..."`, here the same install from this checkout, not editable), and the
-# chapters executed one by one from a folder outside the checkout, so data and runs go where an installed vaelab
-# puts them. Nothing from the book tooling (jupyter-book, myst-nb) is installed.
+# does there (`pip install "vaelab @ git+..."`, here the same install from a clone of this checkout's HEAD, not
+# editable), and the chapters of that clone executed one by one from a folder outside it, so data and runs go where
+# an installed vaelab puts them. Nothing from the book tooling (jupyter-book, myst-nb) is installed.
 #
 #     bash tests/colab/run_like_colab.sh [environment folder]      # default /tmp/vaelab-colab; ~15 min on 2 cores
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/../.." && pwd)
 env=${1:-/tmp/vaelab-colab}
+work=$(mktemp -d)
+repo="$work/vaelab"  # what GitHub would serve: the committed HEAD, not the working tree
+git clone --quiet "$(cd "$(dirname "$0")/../.." && pwd)" "$repo"
 rm -rf "$env" && python3 -m venv "$env"
-pip=("$env/bin/python" -m pip install --quiet)
-"${pip[@]}" --upgrade pip
+pip() { "$env/bin/python" -m pip install --quiet "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
+pip --upgrade pip
 # Colab's preinstalled stack (the versions Colab shipped in 2025: ipywidgets 7.7, a recent torch)
-"${pip[@]}" torch torchvision "ipywidgets==7.7.*" matplotlib ipykernel nbclient nbformat scikit-learn tqdm
+pip torch torchvision "ipywidgets==7.7.*" matplotlib ipykernel nbclient nbformat scikit-learn tqdm
 torch_before=$("$env/bin/python" -c 'import torch; print(torch.__version__)')
 # The install cell
-"${pip[@]}" "$repo"
+pip "$repo"
 torch_after=$("$env/bin/python" -c 'import torch; print(torch.__version__)')
 [ "$torch_before" = "$torch_after" ] || { echo "the install replaced Colab's torch $torch_before by $torch_after"; exit 1; }
 if "$env/bin/python" -c 'import myst_nb' 2>/dev/null; then echo "myst_nb came with vaelab's install" >&2; exit 1; fi
 "$env/bin/python" -m ipykernel install --prefix "$env" --name colab-like >/dev/null
-work=$(mktemp -d)
-cd "$work"
+mkdir "$work/session" && cd "$work/session"
 export VAELAB_COMPUTE=quick XDG_CACHE_HOME="$work/cache" JUPYTER_PATH="$env/share/jupyter"
 chapters=$(sed -n 's/^ *- file: \(book\/[0-9].*\)/\1/p' "$repo/_toc.yml")
 for chapter in $chapters; do
     start=$(date +%s)
-    "$env/bin/python" - "$repo/$chapter.ipynb" <<'PY'
+    "$env/bin/python" - "$repo/$chapter.ipynb" 2>&1 <<'PY' | { grep -v "Kernel is running over TCP" || true; } \
+        || { echo "$chapter failed" >&2; exit 1; }
 import sys
 import nbformat
 from nbclient import NotebookClient
