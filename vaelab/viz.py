@@ -10,6 +10,7 @@ inside a running Colab kernel breaks widget display; there the stack is a `Tab` 
 """
 import io
 import math
+import re
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
@@ -143,7 +144,9 @@ def tabs(pages: list[widgets.Widget], titles: list[str]) -> widgets.Tab:
 
 
 def column_titles(names: list[str], width: int, scale: int = 3) -> widgets.HTML:
-    """Titles centred above the panels of a `png` strip whose images are `width` pixels wide."""
+    """Titles centred above the panels of a `png` strip whose images are `width` pixels wide; an index written
+    the TeX way ("y_1", "x_0") is set as a subscript."""
+    names = [re.sub(r"_(\w+)", r"<sub>\1</sub>", name) for name in names]
     cells = "".join(f"<div style='width:{(width + 1) * scale}px;text-align:center'>{name}</div>" for name in names)
     return widgets.HTML(f"<div style='display:flex;margin-left:{scale}px'>{cells}</div>")
 
@@ -242,7 +245,7 @@ def latent_explorer(model: nn.Module, images: Tensor, n_latents: int = 4, steps:
     walk_pages = [stack_under(value, pages[i * steps:(i + 1) * steps], trait="index") for i in range(n_latents)]
     traversal = widgets.VBox([
         widgets.HBox([latent, value]),
-        widgets.HTML("the code of x_0, with the chosen latent set to the slider's value"),
+        widgets.HTML("the code of x<sub>0</sub>, with the chosen latent set to the slider's value"),
         widgets.HBox([
             widgets.VBox([column_titles(["x_0"], width, scale), picture([images[0]], scale)]),
             widgets.VBox([column_titles(names, width, scale), stack_under(latent, walk_pages, trait="index")],
