@@ -166,30 +166,38 @@ def _ssvae_coupling_inverse():
     return cases
 
 
-def _howto_global_kl():
-    """KL(N(batch mean, biased batch variance of mu) || N(0, I)), by torch.distributions from numpy's moments."""
+def _howto_full_kl():
+    """KL(N(batch mean, biased batch covariance of mu) || N(0, I)), by torch.distributions from numpy's moments, on
+    batches whose latent variables are correlated."""
     g, cases = _generator(10), []
     for batch, dim in ((16, 3), (100, 8)):
-        mu = 2 * torch.randn(batch, dim, generator=g, dtype=torch.float64) + 0.5
-        moments = torch.from_numpy(mu.numpy().mean(0)), torch.from_numpy(mu.numpy().std(0))  # numpy: ddof=0
-        q = torch.distributions.Normal(*moments)
-        cases.append(((mu,), torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).sum()))
+        mixing = torch.randn(dim, dim, generator=g, dtype=torch.float64)
+        mu = torch.randn(batch, dim, generator=g, dtype=torch.float64) @ mixing + 0.5
+        mean, covariance = mu.numpy().mean(0), np.cov(mu.numpy(), rowvar=False, bias=True)
+        q = torch.distributions.MultivariateNormal(torch.from_numpy(mean), torch.from_numpy(covariance))
+        p = torch.distributions.MultivariateNormal(torch.zeros(dim, dtype=torch.float64),
+                                                   torch.eye(dim, dtype=torch.float64))
+        cases.append(((mu,), torch.distributions.kl_divergence(q, p)))
     return cases
 
 
-def _howto_receptive_field():
-    """The side of the input window one output of a conv stack sees, by autograd: with all-ones kernels, the
-    gradient of a central output is positive exactly on that window."""
+def _howto_patch_geometry():
+    """(side of the input window one output of a conv stack sees, shift between the windows of two neighbouring
+    outputs), by autograd: with all-ones kernels, the gradient of an output is positive exactly on its window."""
     cases = []
-    for kernels, strides in (((3, 3, 3), (2, 2, 1)), ((3,) * 6, (2, 2, 2, 1, 1, 1)), ((4, 4, 4, 4), (2, 2, 2, 1))):
+    for kernels, strides in (((3, 3, 3), (2, 2, 1)), ((3,) * 6, (2, 2, 2, 1, 1, 1)), ((4, 4, 4, 4), (2, 2, 2, 1)),
+                             ((5, 3), (3, 2))):
         stack = torch.nn.Sequential(*[torch.nn.Conv2d(1, 1, k, stride=s, bias=False) for k, s in zip(kernels, strides)])
         for conv in stack:
             torch.nn.init.ones_(conv.weight)
-        x = torch.zeros(1, 1, 160, 160, requires_grad=True)
-        y = stack(x)
-        y[0, 0, y.shape[-2] // 2, y.shape[-1] // 2].backward()
-        rows = (x.grad[0, 0].sum(1) > 0).nonzero()
-        cases.append(((list(kernels), list(strides)), int(rows.max() - rows.min() + 1)))
+        windows = []
+        for offset in (0, 1):  # a central output and its neighbour one row further
+            x = torch.zeros(1, 1, 160, 160, requires_grad=True)
+            y = stack(x)
+            y[0, 0, y.shape[-2] // 2 + offset, y.shape[-1] // 2].backward()
+            windows.append((x.grad[0, 0].sum(1) > 0).nonzero())
+        side = int(windows[0].max() - windows[0].min() + 1)
+        cases.append(((list(kernels), list(strides)), (side, int(windows[1].min() - windows[0].min()))))
     return cases
 
 
@@ -227,8 +235,8 @@ EXERCISES: dict[str, Callable[[], list]] = {
     "ex-split-gradients-code": _split_gradients,
     "ex-ssvae-colour-code": _ssvae_colour,
     "ex-ssvae-coupling-code": _ssvae_coupling_inverse,
-    "ex-howto-global-kl-code": _howto_global_kl,
-    "ex-howto-receptive-field-code": _howto_receptive_field,
+    "ex-howto-full-kl-code": _howto_full_kl,
+    "ex-howto-patch-geometry-code": _howto_patch_geometry,
     "ex-results-concordance-code": _results_concordance,
     "ex-results-elbo-bpd-code": _results_implied_bpd,
 }
