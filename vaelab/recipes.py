@@ -67,21 +67,29 @@ def runs_dir() -> Path:
     return Path(os.environ.get("VAELAB_RUNS") or data.data_root() / "runs")
 
 
+def _default_objective(recipe: Recipe):
+    """The Split-VAE loss with the recipe's beta and gamma decay."""
+    return BalancedGaussianELBO(beta=recipe.beta, gamma=GammaBalance(decay=recipe.gamma_decay))
+
+
+def checkpoint_path(recipe: Recipe, model_class: type[nn.Module], tag: str, objective) -> Path:
+    """Where train_recipe keeps this run. The file name carries a digest of everything but the epoch count and how
+    the steps run, so a changed recipe never loads a stale run, while asking for more epochs continues the same one."""
+    defaults = TrainConfig()
+    key = replace(recipe, train=replace(recipe.train, **{k: getattr(defaults, k) for k in EXECUTION_ONLY}))
+    run = (key, model_class.__name__, tag, type(objective).__name__, sorted(objective.settings().items()))
+    digest = hashlib.sha1(repr(run).encode()).hexdigest()[:8]
+    return runs_dir() / f"{recipe.name}_{model_class.__name__}{tag}_{digest}.pt"
+
+
 def train_recipe(recipe: Recipe, model_class: type[nn.Module] = VAE, tag: str = "",
                  objective=None) -> tuple[nn.Module, History]:
     """Train `model_class(recipe.model)` as the recipe says, or load it if that run already finished.
 
     objective: what to minimise; by default the Split-VAE loss with the recipe's beta and gamma decay.
     """
-    if objective is None:
-        objective = BalancedGaussianELBO(beta=recipe.beta, gamma=GammaBalance(decay=recipe.gamma_decay))
-    # The file name carries a digest of everything but the epoch count, so a changed recipe never loads a stale
-    # run, while asking for more epochs continues the same one.
-    defaults = TrainConfig()
-    key = replace(recipe, train=replace(recipe.train, **{k: getattr(defaults, k) for k in EXECUTION_ONLY}))
-    run = (key, model_class.__name__, tag, type(objective).__name__, sorted(objective.settings().items()))
-    digest = hashlib.sha1(repr(run).encode()).hexdigest()[:8]
-    checkpoint = runs_dir() / f"{recipe.name}_{model_class.__name__}{tag}_{digest}.pt"
+    objective = objective if objective is not None else _default_objective(recipe)
+    checkpoint = checkpoint_path(recipe, model_class, tag, objective)
     seed_everything(recipe.train.seed)  # the initial weights too depend on the seed alone
     model = model_class(recipe.model)
     images = recipe.load_data("train").images
@@ -98,11 +106,18 @@ class Experiment:
     recipe: Recipe
     model_class: type[nn.Module] = VAE
     objective: Callable[[Recipe], object] | None = None  # None: the Split-VAE loss with the recipe's beta
+    tag: str = ""  # told apart in the run's file name: runs of one recipe with different objectives
+
+    def _objective(self, recipe: Recipe):
+        return self.objective(recipe) if self.objective is not None else _default_objective(recipe)
 
     def train(self, **train_overrides) -> tuple[nn.Module, History]:
         recipe = replace(self.recipe, train=replace(self.recipe.train, **train_overrides))
-        objective = self.objective(recipe) if self.objective is not None else None
-        return train_recipe(recipe, self.model_class, objective=objective)
+        return train_recipe(recipe, self.model_class, self.tag, self._objective(recipe))
+
+    def checkpoint(self) -> Path:
+        """The run's checkpoint file (it exists once the run has trained at least one epoch)."""
+        return checkpoint_path(self.recipe, self.model_class, self.tag, self._objective(self.recipe))
 
 
 def split_vae_paper(dataset: str, model_class: type[nn.Module] = SplitVAE) -> Experiment:
@@ -199,6 +214,6 @@ RECIPES: dict[str, Callable[[], Experiment]] = {
        for v in SELF_SUPERVISED_VARIANTS for m in ("quick", "full")},
     **{f"selfvae-{v}-cifar10": (lambda v=v: self_supervised_paper(v)) for v in ("2level", "vae")},
     **{f"book-howto-{v}-{m}": (lambda v=v, m=m: Experiment(how_to_train_your_vae(m), how_to_train.HowToTrainYourVAE,
-                                                           HOW_TO_TRAIN_VARIANTS[v]))
+                                                           HOW_TO_TRAIN_VARIANTS[v], tag=f"_{v}"))
        for v in HOW_TO_TRAIN_VARIANTS for m in ("quick", "full")},
 }
