@@ -3,6 +3,7 @@
     python -m vaelab train splitvae-mnist            # or `vaelab train ...`; resumes an interrupted run
     python -m vaelab evaluate runs/splitvae_mnist_SplitVAE_1a2b3c4d.pt --samples 10000
     python -m vaelab recipes                          # what `train` knows
+    python -m vaelab ship book-vae-quick --epochs 40  # the book's run trained longer, shipped with vaelab
     torchrun --nproc_per_node=4 -m vaelab train splitvae-celeba --precision bf16 --channels-last
 
 `evaluate` writes <out>/metrics.json, naming the distance's implementation, the sample count and the reference
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import metrics, recipes, viz
+from . import metrics, recipes, shipped, viz
 from .checkpoint import CheckpointError, load_checkpoint
 
 
@@ -99,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     evaluate_cmd.add_argument("--likelihood-images", type=int, default=1000,
                               help="test images whose bpd is measured (likelihood models)")
     evaluate_cmd.add_argument("--out", type=Path, help="where to write metrics.json (default: beside the checkpoint)")
+    ship_cmd = commands.add_parser("ship", help="train a recipe's run on to more epochs and write it, with its "
+                                   "provenance, as a shipped checkpoint (vaelab/shipped/) that chapters show")
+    ship_cmd.add_argument("recipe", choices=list(recipes.RECIPES), metavar="RECIPE")
+    ship_cmd.add_argument("--epochs", type=int, required=True, help="epochs in all (more than the recipe's)")
+    ship_cmd.add_argument("--out", type=Path, default=shipped.SHIPPED, help="folder (default: vaelab/shipped)")
     commands.add_parser("recipes", help="list the recipes")
     args = parser.parse_args(argv)
 
@@ -115,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
                 model, history = recipes.RECIPES[args.recipe]().train(**overrides, progress=rank == 0)
             if rank == 0:
                 print("finished: " + "  ".join(f"{k} {v[-1]:.4g}" for k, v in history.epochs.items()))
+        elif args.command == "ship":
+            path = shipped.ship(recipes.RECIPES[args.recipe](), args.epochs, args.out, experiment_name=args.recipe)
+            print(f"written {path} ({path.stat().st_size / 2**20:.1f} MiB)")
         else:
             if args.samples < 2:
                 parser.error("--samples must be at least 2")

@@ -47,8 +47,9 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
         raise
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Load with weights_only=True (no arbitrary code runs) and check that it is a vaelab checkpoint."""
+def load_checkpoint(path: str | Path, expected_format: str = CHECKPOINT_FORMAT) -> dict:
+    """Load with weights_only=True (no arbitrary code runs) and check that it is a vaelab checkpoint (of the
+    training loop's format, or another, e.g. a shipped checkpoint's)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
@@ -57,9 +58,9 @@ def load_checkpoint(path: str | Path) -> dict:
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {err}. "
                               f"Delete it to start the run afresh.") from err
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") != expected_format:
         raise CheckpointError(f"{path} is not a vaelab checkpoint of this version (expected format "
-                              f"{CHECKPOINT_FORMAT!r}); delete it, or pass another checkpoint path, to start afresh")
+                              f"{expected_format!r}); delete it, or pass another checkpoint path, to start afresh")
     return payload
 
 

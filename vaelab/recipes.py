@@ -11,7 +11,7 @@ import hashlib
 import importlib.metadata
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from torch import nn
@@ -72,24 +72,37 @@ def _default_objective(recipe: Recipe):
     return BalancedGaussianELBO(beta=recipe.beta, gamma=GammaBalance(decay=recipe.gamma_decay))
 
 
-def checkpoint_path(recipe: Recipe, model_class: type[nn.Module], tag: str, objective) -> Path:
-    """Where train_recipe keeps this run. The file name carries a digest of everything but the epoch count and how
-    the steps run, so a changed recipe never loads a stale run, while asking for more epochs continues the same one."""
-    defaults = TrainConfig()
-    key = replace(recipe, train=replace(recipe.train, **{k: getattr(defaults, k) for k in EXECUTION_ONLY}))
-    run = (key, model_class.__name__, tag, type(objective).__name__, sorted(objective.settings().items()))
-    digest = hashlib.sha1(repr(run).encode()).hexdigest()[:8]
-    return runs_dir() / f"{recipe.name}_{model_class.__name__}{tag}_{digest}.pt"
+def run_fields(recipe: Recipe, model_class: type[nn.Module], tag: str, objective) -> dict[str, str]:
+    """What defines a recipe's run, field by field: everything but the epoch count and how the steps run (so that
+    asking for more epochs continues the same run)."""
+    fields = {"model_class": model_class.__name__, "tag": tag, "objective": type(objective).__name__,
+              **{f"objective.{k}": v for k, v in sorted(objective.settings().items())}}
+    for name, value in asdict(recipe).items():
+        fields |= {f"{name}.{k}": v for k, v in value.items()} if isinstance(value, dict) else {name: value}
+    return {name: repr(value) for name, value in fields.items()
+            if not (name.startswith("train.") and name.removeprefix("train.") in EXECUTION_ONLY)}
+
+
+def run_digest(fields: dict[str, str]) -> str:
+    return hashlib.sha1(repr(sorted(fields.items())).encode()).hexdigest()[:8]
+
+
+def checkpoint_path(recipe: Recipe, model_class: type[nn.Module], tag: str, objective, runs: Path | None = None) -> Path:
+    """Where train_recipe keeps this run (in `runs`, default runs_dir()). The file name carries a digest of the run's
+    fields (run_fields), so a changed recipe never loads a stale run, while asking for more epochs continues it."""
+    digest = run_digest(run_fields(recipe, model_class, tag, objective))
+    return Path(runs or runs_dir()) / f"{recipe.name}_{model_class.__name__}{tag}_{digest}.pt"
 
 
 def train_recipe(recipe: Recipe, model_class: type[nn.Module] = VAE, tag: str = "",
-                 objective=None) -> tuple[nn.Module, History]:
+                 objective=None, runs: Path | None = None) -> tuple[nn.Module, History]:
     """Train `model_class(recipe.model)` as the recipe says, or load it if that run already finished.
 
     objective: what to minimise; by default the Split-VAE loss with the recipe's beta and gamma decay.
+    runs: the folder of the run's checkpoint (default runs_dir()).
     """
     objective = objective if objective is not None else _default_objective(recipe)
-    checkpoint = checkpoint_path(recipe, model_class, tag, objective)
+    checkpoint = checkpoint_path(recipe, model_class, tag, objective, runs)
     seed_everything(recipe.train.seed)  # the initial weights too depend on the seed alone
     model = model_class(recipe.model)
     images = recipe.load_data("train").images
@@ -111,13 +124,13 @@ class Experiment:
     def _objective(self, recipe: Recipe):
         return self.objective(recipe) if self.objective is not None else _default_objective(recipe)
 
-    def train(self, **train_overrides) -> tuple[nn.Module, History]:
+    def train(self, runs: Path | None = None, **train_overrides) -> tuple[nn.Module, History]:
         recipe = replace(self.recipe, train=replace(self.recipe.train, **train_overrides))
-        return train_recipe(recipe, self.model_class, self.tag, self._objective(recipe))
+        return train_recipe(recipe, self.model_class, self.tag, self._objective(recipe), runs)
 
-    def checkpoint(self) -> Path:
+    def checkpoint(self, runs: Path | None = None) -> Path:
         """The run's checkpoint file (it exists once the run has trained at least one epoch)."""
-        return checkpoint_path(self.recipe, self.model_class, self.tag, self._objective(self.recipe))
+        return checkpoint_path(self.recipe, self.model_class, self.tag, self._objective(self.recipe), runs)
 
 
 def split_vae_paper(dataset: str, model_class: type[nn.Module] = SplitVAE) -> Experiment:

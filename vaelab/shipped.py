@@ -1,0 +1,233 @@
+"""Shipped checkpoints: the book's quick-mode runs, trained far longer than a chapter can afford, installed with
+vaelab so that the rendered book and a Colab student see well-trained models.
+
+A chapter still trains its own quick run (that proves the code trains, and it is what CI checks), then shows the
+same run trained on when vaelab ships it:
+
+    model, history = train_recipe(recipe)                           # this page's run, 300 steps
+    model, history, source = shipped.prefer(recipe, model, history)  # the same run at 40 epochs, if shipped
+
+A shipped checkpoint is the same run as the page's: the same recipe, network, objective and seed; only the number
+of epochs differs. It records where it came from: the run's fields, vaelab's version and git commit, and a digest
+of the code that computes the model (its module and the vaelab modules that module imports, comments and
+docstrings left out). One whose run or model code differs from the installed vaelab's is stale: `load` refuses it
+and names what changed; `prefer` then shows the page's own run and says why.
+
+    python -m vaelab ship book-vae-quick --epochs 40    # trains on (resuming), writes vaelab/shipped/<run>.pt
+
+Weights are stored in half precision (loaded back as float32) to keep the package small; `ship` refuses to write
+a checkpoint whose loss on a fixed batch moves by more than 1e-3 (relative) through that rounding.
+"""
+import ast
+import copy
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import os
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .recipes import Experiment, Recipe, _default_objective, run_digest, run_fields, runs_dir
+from .train import History
+
+SHIPPED = Path(__file__).parent / "shipped"
+SHIPPED_FORMAT = "vaelab-shipped-1"
+HALF_PRECISION_TOLERANCE = 1e-3
+
+
+class StaleCheckpointError(CheckpointError):
+    """A shipped checkpoint was trained by another run, or by model code that has changed since."""
+
+
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                node.body = node.body[1:] or [ast.Pass()]
+    return tree
+
+
+def _vaelab_imports(module_name: str, tree: ast.AST) -> set[str]:
+    """The vaelab modules a module imports from: `from . import transforms` -> vaelab.transforms, `from .nn import
+    ResFcBlock` -> vaelab.nn.resnet (where ResFcBlock is defined)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            package = importlib.util.resolve_name("." * node.level + (node.module or ""),
+                                                  importlib.import_module(module_name).__package__)
+            for alias in node.names:
+                imported = getattr(importlib.import_module(package), alias.name, None)
+                if isinstance(imported, types.ModuleType):
+                    found.add(imported.__name__)
+                else:  # the module that defines the name, not a package re-exporting it
+                    found.add(_defining_module(package, alias.name))
+    return found
+
+
+def _defining_module(module_name: str, name: str) -> str:
+    """Where `name`, imported from `module_name`, is defined: a class's or function's __module__; for a constant
+    re-exported by a package (`from .resnet import PAPER_BN_MOMENTUM` in vaelab/nn/__init__.py), the submodule."""
+    defined_in = getattr(getattr(importlib.import_module(module_name), name, None), "__module__", None)
+    if isinstance(defined_in, str) and defined_in.startswith("vaelab"):
+        return defined_in
+    tree = ast.parse(inspect.getsource(importlib.import_module(module_name)))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level > 0 and any(a.name == name for a in node.names):
+            package = importlib.import_module(module_name).__package__
+            return _defining_module(importlib.util.resolve_name("." * node.level + (node.module or ""), package), name)
+    return module_name
+
+
+def code_digests(model_class: type[nn.Module]) -> dict[str, str]:
+    """A digest of each module that computes `model_class`: its own and, transitively, the vaelab modules it imports.
+    Comments, docstrings and formatting do not count (the digest is of the syntax tree)."""
+    digests, pending = {}, [model_class.__module__]
+    while pending:
+        name = pending.pop()
+        if name in digests:
+            continue
+        tree = _without_docstrings(ast.parse(inspect.getsource(importlib.import_module(name))))
+        digests[name] = hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:16]
+        pending.extend(_vaelab_imports(name, tree) - digests.keys())
+    return dict(sorted(digests.items()))
+
+
+def _git_commit() -> str | None:
+    """The commit of the checkout vaelab runs from (with "+changes" when files differ from it), None if not one."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "vaelab"], cwd=root, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+changes" if dirty else "")
+
+
+def shipped_path(recipe: Recipe, model_class: type[nn.Module], tag: str = "", directory: Path = SHIPPED) -> Path:
+    """The run's checkpoint file name without its digest: the digest is checked inside, so a changed recipe finds the
+    old file and is told it is stale instead of finding nothing."""
+    return Path(directory) / f"{recipe.name}_{model_class.__name__}{tag}.pt"
+
+
+def _fixed_batch_loss(model: nn.Module, objective, images: torch.Tensor) -> float:
+    torch.manual_seed(0)  # the same reparameterisation noise for both weight precisions
+    with torch.no_grad():
+        return objective(model.eval(), images).get("loss").item()
+
+
+def ship(experiment: Experiment, epochs: int, directory: Path = SHIPPED, experiment_name: str | None = None) -> Path:
+    """Train the experiment's run on to `epochs`, then write its weights, history and provenance to `directory`,
+    atomically. The run trains in <runs folder>/shipping, apart from the book's own quick runs (which the same run
+    trained longer would otherwise replace), and an interrupted `ship` resumes it there."""
+    recipe = experiment.recipe
+    if epochs <= recipe.train.epochs:
+        raise ValueError(f"a shipped checkpoint must train longer than the recipe's {recipe.train.epochs} epochs; "
+                         f"got --epochs {epochs}")
+    start = time.perf_counter()
+    runs = runs_dir() / "shipping"
+    model, history = experiment.train(runs, epochs=epochs, progress=False)
+    seconds = time.perf_counter() - start
+    objective = experiment._objective(recipe)
+    run = load_checkpoint(experiment.checkpoint(runs))
+    objective.load_state_dict(run["objective"])  # e.g. the balance's gamma as training left it
+    model = model.cpu()
+    if getattr(objective, "adversary", None) is not None:
+        objective.adversary.load_state_dict(run["adversary"])
+    half = {k: v.half() if v.is_floating_point() and k in dict(model.named_parameters()) else v
+            for k, v in model.state_dict().items()}
+    rounded = copy.deepcopy(model)
+    rounded.load_state_dict({k: v.float() if v.dtype == torch.float16 else v for k, v in half.items()})
+    probe = recipe.load_data("test", limit=recipe.train.batch_size).images
+    loss_full, loss_half = _fixed_batch_loss(model, objective, probe), _fixed_batch_loss(rounded, objective, probe)
+    if abs(loss_half - loss_full) > HALF_PRECISION_TOLERANCE * abs(loss_full):
+        raise ValueError(f"half-precision weights move the loss on a test batch from {loss_full:.6g} to "
+                         f"{loss_half:.6g}, more than {HALF_PRECISION_TOLERANCE:.0e} relative; not shipped")
+    fields = run_fields(recipe, experiment.model_class, experiment.tag, objective)
+    from .chapter import machine
+    payload = {
+        "format": SHIPPED_FORMAT, "experiment": experiment_name, "run": fields, "run_digest": run_digest(fields),
+        "code": code_digests(experiment.model_class), "vaelab_version": importlib.metadata.version("vaelab"),
+        "git_commit": _git_commit(), "model_class": experiment.model_class.__name__, "model": half,
+        "epochs": run["epoch"], "steps": len(history["loss"]),
+        "recipe_steps": len(history["loss"]) // run["epoch"] * recipe.train.epochs,
+        "history": {part: {k: torch.tensor(v, dtype=torch.float32) for k, v in values.items()}
+                    for part, values in history.state_dict().items()},
+        "trained_on": machine(), "seconds_this_call": seconds,
+        "test_batch_loss": {"float32": loss_full, "float16": loss_half},
+    }
+    path = shipped_path(recipe, experiment.model_class, experiment.tag, directory)
+    save_checkpoint(path, payload)
+    path.chmod(0o644)  # installed with the package: readable by every user (the temporary file was private)
+    return path
+
+
+class Shipped:
+    """A loaded shipped checkpoint: the model (float32, eval mode), its training history, and where it came from."""
+
+    def __init__(self, model: nn.Module, payload: dict):
+        self.model, self.payload = model, payload
+        self.history = History(**{part: {k: v.tolist() for k, v in values.items()}
+                                  for part, values in payload["history"].items()})
+
+    def describe(self) -> str:
+        p = self.payload
+        commit = f" at commit {p['git_commit']}" if p["git_commit"] else ""
+        return (f"{p['epochs']} epochs, {p['steps']:,} steps where the page's run takes {p['recipe_steps']:,}, on "
+                f"{p['trained_on']}, by vaelab {p['vaelab_version']}{commit}")
+
+
+def load(recipe: Recipe, model: nn.Module, tag: str = "", objective=None, directory: Path = SHIPPED) -> Shipped | None:
+    """The shipped checkpoint of the run `train_recipe(recipe, type(model), tag, objective)` trains, loaded into a
+    copy of `model`; None when vaelab ships none. Raises StaleCheckpointError when it is stale."""
+    model_class = type(model)
+    path = shipped_path(recipe, model_class, tag, directory)
+    if not path.is_file():
+        return None
+    payload = load_checkpoint(path, SHIPPED_FORMAT)
+    objective = objective if objective is not None else _default_objective(recipe)
+    fields = run_fields(recipe, model_class, tag, objective)
+    changed = [f"{name}: {payload['run'].get(name, '(absent)')} then, {fields.get(name, '(absent)')} now"
+               for name in sorted(set(fields) | set(payload["run"])) if fields.get(name) != payload["run"].get(name)]
+    code = code_digests(model_class)
+    changed += [f"the code of {module} has changed" for module in sorted(set(code) | set(payload["code"]))
+                if code.get(module) != payload["code"].get(module)]
+    if changed:
+        name = payload.get("experiment") or "<recipe>"
+        raise StaleCheckpointError(
+            f"{path.name} is stale: it was trained by vaelab {payload['vaelab_version']} "
+            f"(commit {payload['git_commit'] or 'unknown'}) and differs from this run:\n  " + "\n  ".join(changed) +
+            f"\nIt is not used. Retrain it with `python -m vaelab ship {name} --epochs {payload['epochs']}`.")
+    loaded = copy.deepcopy(model).cpu()  # a copy: no random numbers drawn, the page's own run left as it is
+    loaded.load_state_dict({k: v.float() if v.dtype == torch.float16 else v for k, v in payload["model"].items()})
+    device = next(model.parameters()).device
+    return Shipped(loaded.to(device).eval(), payload)
+
+
+def prefer(recipe: Recipe, model: nn.Module, history: History, tag: str = "", objective=None,
+           directory: Path = SHIPPED) -> tuple[nn.Module, History, str]:
+    """The shipped, longer-trained version of the page's run when there is a current one, else the page's run;
+    and a sentence saying which it is. $VAELAB_SHIPPED=off always keeps the page's run."""
+    steps = len(history["loss"])
+    own = f"this page's run ({steps:,} steps)"
+    if os.environ.get("VAELAB_SHIPPED", "").strip().lower() in ("off", "0", "no", "false"):
+        return model, history, f"{own}; shipped checkpoints are switched off (VAELAB_SHIPPED={os.environ['VAELAB_SHIPPED']})"
+    try:
+        shipped = load(recipe, model, tag, objective, directory)
+    except StaleCheckpointError as error:
+        print(error, file=sys.stderr)
+        return model, history, f"{own}: the shipped checkpoint is stale (see the message above)"
+    if shipped is None:
+        return model, history, f"{own}: vaelab ships no longer-trained checkpoint of it"
+    return shipped.model, shipped.history, f"the shipped checkpoint of this run: {shipped.describe()}"
