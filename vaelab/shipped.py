@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .chapter import machine
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .recipes import Experiment, Recipe, _default_objective, run_digest, run_fields, runs_dir
 from .train import History
@@ -88,6 +89,11 @@ def _defining_module(module_name: str, name: str) -> str:
     return module_name
 
 
+def source_digest(source: str) -> str:
+    """A digest of Python source that comments, docstrings and formatting do not change: of its syntax tree."""
+    return hashlib.sha256(ast.dump(_without_docstrings(ast.parse(source))).encode()).hexdigest()[:16]
+
+
 def code_digests(model_class: type[nn.Module]) -> dict[str, str]:
     """A digest of each module that computes `model_class`: its own and, transitively, the vaelab modules it imports.
     Comments, docstrings and formatting do not count (the digest is of the syntax tree)."""
@@ -96,9 +102,9 @@ def code_digests(model_class: type[nn.Module]) -> dict[str, str]:
         name = pending.pop()
         if name in digests:
             continue
-        tree = _without_docstrings(ast.parse(inspect.getsource(importlib.import_module(name))))
-        digests[name] = hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:16]
-        pending.extend(_vaelab_imports(name, tree) - digests.keys())
+        source = inspect.getsource(importlib.import_module(name))
+        digests[name] = source_digest(source)
+        pending.extend(_vaelab_imports(name, ast.parse(source)) - digests.keys())
     return dict(sorted(digests.items()))
 
 
@@ -121,10 +127,13 @@ def shipped_path(recipe: Recipe, model_class: type[nn.Module], tag: str = "", di
     return Path(directory) / f"{recipe.name}_{model_class.__name__}{tag}.pt"
 
 
-def _fixed_batch_loss(model: nn.Module, objective, images: torch.Tensor) -> float:
-    torch.manual_seed(0)  # the same reparameterisation noise for both weight precisions
+def loss_on_test_batch(model: nn.Module, objective, recipe: Recipe) -> float:
+    """The objective on the recipe's first test batch, with fixed noise: how `ship` checks the half-precision
+    weights, and how a test checks that a loaded checkpoint computes what the trained run computed."""
+    images = recipe.load_data("test", limit=recipe.train.batch_size).images.to(next(model.parameters()).device)
+    torch.manual_seed(0)
     with torch.no_grad():
-        return objective(model.eval(), images).get("loss").item()
+        return objective(model.eval(), images)["loss"].item()
 
 
 def ship(experiment: Experiment, epochs: int, directory: Path = SHIPPED, experiment_name: str | None = None) -> Path:
@@ -135,31 +144,32 @@ def ship(experiment: Experiment, epochs: int, directory: Path = SHIPPED, experim
     if epochs <= recipe.train.epochs:
         raise ValueError(f"a shipped checkpoint must train longer than the recipe's {recipe.train.epochs} epochs; "
                          f"got --epochs {epochs}")
-    start = time.perf_counter()
+    objective = experiment._objective(recipe)
+    fields = run_fields(recipe, experiment.model_class, experiment.tag, objective)
+    provenance = {"code": code_digests(experiment.model_class), "git_commit": _git_commit(),  # before training:
+                  "vaelab_version": importlib.metadata.version("vaelab")}  # the code that trains, not later edits
     runs = runs_dir() / "shipping"
+    start = time.perf_counter()
     model, history = experiment.train(runs, epochs=epochs, progress=False)
     seconds = time.perf_counter() - start
-    objective = experiment._objective(recipe)
     run = load_checkpoint(experiment.checkpoint(runs))
     objective.load_state_dict(run["objective"])  # e.g. the balance's gamma as training left it
-    model = model.cpu()
-    if getattr(objective, "adversary", None) is not None:
-        objective.adversary.load_state_dict(run["adversary"])
-    half = {k: v.half() if v.is_floating_point() and k in dict(model.named_parameters()) else v
-            for k, v in model.state_dict().items()}
+    adversary = getattr(objective, "adversary", None)
+    if adversary is not None:
+        adversary.load_state_dict(run["adversary"])
+        adversary.to(next(model.parameters()).device)
+    parameters = dict(model.named_parameters())
+    half = {k: v.cpu().half() if k in parameters else v.cpu() for k, v in model.state_dict().items()}
     rounded = copy.deepcopy(model)
-    rounded.load_state_dict({k: v.float() if v.dtype == torch.float16 else v for k, v in half.items()})
-    probe = recipe.load_data("test", limit=recipe.train.batch_size).images
-    loss_full, loss_half = _fixed_batch_loss(model, objective, probe), _fixed_batch_loss(rounded, objective, probe)
+    rounded.load_state_dict({k: v.float() if k in parameters else v for k, v in half.items()})
+    loss_full, loss_half = loss_on_test_batch(model, objective, recipe), loss_on_test_batch(rounded, objective, recipe)
     if abs(loss_half - loss_full) > HALF_PRECISION_TOLERANCE * abs(loss_full):
         raise ValueError(f"half-precision weights move the loss on a test batch from {loss_full:.6g} to "
                          f"{loss_half:.6g}, more than {HALF_PRECISION_TOLERANCE:.0e} relative; not shipped")
-    fields = run_fields(recipe, experiment.model_class, experiment.tag, objective)
-    from .chapter import machine
     payload = {
         "format": SHIPPED_FORMAT, "experiment": experiment_name, "run": fields, "run_digest": run_digest(fields),
-        "code": code_digests(experiment.model_class), "vaelab_version": importlib.metadata.version("vaelab"),
-        "git_commit": _git_commit(), "model_class": experiment.model_class.__name__, "model": half,
+        **provenance, "model_class": experiment.model_class.__name__, "model": half,
+        "objective": run["objective"], "adversary": run.get("adversary"),
         "epochs": run["epoch"], "steps": len(history["loss"]),
         "recipe_steps": len(history["loss"]) // run["epoch"] * recipe.train.epochs,
         "history": {part: {k: torch.tensor(v, dtype=torch.float32) for k, v in values.items()}

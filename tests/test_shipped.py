@@ -1,0 +1,109 @@
+"""Shipped checkpoints: written by `vaelab ship` with their provenance, loaded back into the chapter's network,
+refused when stale (a changed recipe, changed model code) with a message naming the change, and the ones vaelab
+ships are current and compute what their training run computed."""
+import os
+from dataclasses import replace
+
+import pytest
+import torch
+
+from vaelab import recipes, shipped
+from vaelab.__main__ import main
+from vaelab.checkpoint import load_checkpoint, save_checkpoint
+from vaelab.recipes import RECIPES
+from vaelab.train import TrainConfig
+from vaelab.vae import VAE
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch, tiny_config):
+    monkeypatch.setenv("VAELAB_RUNS", str(tmp_path / "runs"))
+    experiment = recipes.Experiment(recipes.Recipe("tiny_digits", "digits", tiny_config, 1.0,
+                                                   TrainConfig(epochs=1, batch_size=50, progress=False)))
+    monkeypatch.setitem(recipes.RECIPES, "tiny", lambda: experiment)
+    return experiment
+
+
+def test_ship_writes_the_run_trained_longer_with_its_provenance(tmp_path, tiny, capsys):
+    assert main(["ship", "tiny", "--epochs", "3", "--out", str(tmp_path / "shipped")]) == 0
+    [path] = (tmp_path / "shipped").glob("*.pt")
+    assert path.name == "tiny_digits_VAE.pt" and oct(path.stat().st_mode & 0o777) == "0o644"
+    assert not list((tmp_path / "runs").glob("*.pt"))  # it trained apart: the page's own quick run is not touched
+    payload = load_checkpoint(path, shipped.SHIPPED_FORMAT)
+    assert payload["experiment"] == "tiny" and payload["epochs"] == 3 and payload["recipe_steps"] == payload["steps"] // 3
+    assert payload["code"] == shipped.code_digests(VAE) and set(payload["code"]) == {"vaelab.vae", "vaelab.nn.resnet"}
+    assert payload["run"] == recipes.run_fields(tiny.recipe, VAE, "", tiny._objective(tiny.recipe))
+
+    # the loaded model holds the trained run's weights, rounded to half precision, and computes its loss
+    run = load_checkpoint(tiny.checkpoint(tmp_path / "runs" / "shipping"))
+    model = VAE(tiny.recipe.model)
+    loaded = shipped.load(tiny.recipe, model, directory=tmp_path / "shipped")
+    assert loaded.model is not model and not loaded.model.training
+    for name, value in loaded.model.state_dict().items():
+        assert value.dtype == run["model"][name].dtype
+        torch.testing.assert_close(value, run["model"][name], rtol=1e-3, atol=1e-4)
+    objective = tiny._objective(tiny.recipe)
+    objective.load_state_dict(payload["objective"])
+    assert shipped.loss_on_test_batch(loaded.model, objective, tiny.recipe) == pytest.approx(
+        payload["test_batch_loss"]["float16"], rel=1e-6)
+    assert loaded.history.epochs["loss"] == pytest.approx(run["history"]["epochs"]["loss"])
+    assert "3 epochs" in loaded.describe() and "by vaelab" in loaded.describe()
+
+    # prefer: the shipped model in place of the page's run, with a sentence saying so
+    own, history = tiny.train()
+    shown, shown_history, source = shipped.prefer(tiny.recipe, own, history, directory=tmp_path / "shipped")
+    assert shown is not own and len(shown_history.epochs["loss"]) == 3 and source.startswith("the shipped checkpoint")
+    os.environ["VAELAB_SHIPPED"] = "off"
+    try:
+        assert shipped.prefer(tiny.recipe, own, history, directory=tmp_path / "shipped")[0] is own
+    finally:
+        del os.environ["VAELAB_SHIPPED"]
+    assert "ships no" in shipped.prefer(tiny.recipe, own, history, directory=tmp_path / "nowhere")[2]
+
+
+def test_a_stale_checkpoint_is_refused_naming_what_changed(tmp_path, tiny, capsys):
+    out = tmp_path / "shipped"
+    path = shipped.ship(tiny, 2, out, experiment_name="tiny")
+    model = VAE(tiny.recipe.model)
+
+    changed_recipe = replace(tiny.recipe, train=replace(tiny.recipe.train, lr=5e-4))
+    with pytest.raises(shipped.StaleCheckpointError, match=r"(?s)train\.lr: 0\.001 then, 0\.0005 now.*ship tiny"):
+        shipped.load(changed_recipe, model, directory=out)
+
+    payload = load_checkpoint(path, shipped.SHIPPED_FORMAT)
+    payload["code"]["vaelab.vae"] = "0" * 16  # as if vae.py had been edited since the checkpoint was trained
+    save_checkpoint(path, payload)
+    with pytest.raises(shipped.StaleCheckpointError, match="the code of vaelab.vae has changed"):
+        shipped.load(tiny.recipe, model, directory=out)
+    own, history = tiny.train()
+    shown, _, source = shipped.prefer(tiny.recipe, own, history, directory=out)
+    assert shown is own and "stale" in source and "vaelab.vae has changed" in capsys.readouterr().err
+
+
+def test_ship_must_train_longer_than_the_recipe(tmp_path, tiny, capsys):
+    assert main(["ship", "tiny", "--epochs", "1", "--out", str(tmp_path)]) == 2
+    assert "must train longer than the recipe's 1 epochs" in capsys.readouterr().err
+
+
+def test_the_code_digest_ignores_comments_and_docstrings_only():
+    def digest(source):
+        return shipped.source_digest(source)
+    base = digest("def f(x):\n    return 2 * x\n")
+    assert digest('def f(x):\n    """Doubles."""\n    # why: because\n    return 2 * x  # twice\n') == base
+    assert digest("def f(x):\n    return 3 * x\n") != base
+
+
+@pytest.mark.parametrize("path", sorted(shipped.SHIPPED.glob("*.pt")), ids=lambda p: p.name)
+def test_every_shipped_checkpoint_is_current_and_computes_what_it_was_trained_to(path):
+    """Fails when a recipe or a model's code changes without the checkpoint being retrained: the message says how."""
+    payload = load_checkpoint(path, shipped.SHIPPED_FORMAT)
+    experiment = RECIPES[payload["experiment"]]()
+    model = experiment.model_class(experiment.recipe.model)
+    loaded = shipped.load(experiment.recipe, model, experiment.tag, experiment._objective(experiment.recipe))
+    assert loaded is not None and payload["epochs"] > experiment.recipe.train.epochs
+    objective = experiment._objective(experiment.recipe)
+    objective.load_state_dict(payload["objective"])
+    if payload["adversary"] is not None:
+        objective.adversary.load_state_dict(payload["adversary"])
+    assert shipped.loss_on_test_batch(loaded.model, objective, experiment.recipe) == pytest.approx(
+        payload["test_batch_loss"]["float16"], rel=1e-5)
