@@ -9,3 +9,4 @@ from .recipes import Recipe, fashion_vae, train_recipe
 from .vae import PAPER_BETA, PRESETS, VAE, VAEConfig
 
 __version__ = importlib.metadata.version("vaelab")
+from . import shipped  # noqa: E402  the book's runs trained longer, installed with the package
