@@ -6,7 +6,7 @@ from .losses import BalancedGaussianELBO, BernoulliELBO, GammaBalance
 from .checkpoint import restore
 from .train import TrainConfig, compute_mode, fit, pick_device, seed_everything
 from .recipes import Recipe, fashion_vae, train_recipe
+from . import shipped  # the book's runs trained longer, installed with the package
 from .vae import PAPER_BETA, PRESETS, VAE, VAEConfig
 
 __version__ = importlib.metadata.version("vaelab")
-from . import shipped  # noqa: E402  the book's runs trained longer, installed with the package
