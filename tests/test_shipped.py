@@ -107,3 +107,19 @@ def test_every_shipped_checkpoint_is_current_and_computes_what_it_was_trained_to
         objective.adversary.load_state_dict(payload["adversary"])
     assert shipped.loss_on_test_batch(loaded.model, objective, experiment.recipe) == pytest.approx(
         payload["test_batch_loss"]["float16"], rel=1e-5)
+
+
+def test_runs_compared_together_are_swapped_only_together(tmp_path, tiny):
+    out = tmp_path / "shipped"
+    path = shipped.ship(tiny, 2, out, experiment_name="tiny")
+    own, history = tiny.train()
+    objective = tiny._objective(tiny.recipe)
+    runs = {"a": (tiny.recipe, own, history, "", objective),
+            "b": (replace(tiny.recipe, name="tiny_unshipped"), own, history, "", None)}
+    chosen, sentence = shipped.prefer_together(runs, out)
+    assert chosen["a"][0] is own and "ships no longer-trained checkpoint of b" in sentence
+    assert repr(objective.state_dict()) == repr(tiny._objective(tiny.recipe).state_dict())  # left as it was
+
+    chosen, sentence = shipped.prefer_together({"a": runs["a"]}, out)
+    assert chosen["a"][0] is not own and len(chosen["a"][1].epochs["loss"]) == 2
+    assert repr(objective.state_dict()) == repr(load_checkpoint(path, shipped.SHIPPED_FORMAT)["objective"])

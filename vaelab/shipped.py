@@ -228,16 +228,45 @@ def load(recipe: Recipe, model: nn.Module, tag: str = "", objective=None, direct
 def prefer(recipe: Recipe, model: nn.Module, history: History, tag: str = "", objective=None,
            directory: Path = SHIPPED) -> tuple[nn.Module, History, str]:
     """The shipped, longer-trained version of the page's run when there is a current one, else the page's run;
-    and a sentence saying which it is. $VAELAB_SHIPPED=off always keeps the page's run."""
-    steps = len(history["loss"])
-    own = f"this page's run ({steps:,} steps)"
-    if os.environ.get("VAELAB_SHIPPED", "").strip().lower() in ("off", "0", "no", "false"):
-        return model, history, f"{own}; shipped checkpoints are switched off (VAELAB_SHIPPED={os.environ['VAELAB_SHIPPED']})"
-    try:
-        shipped = load(recipe, model, tag, objective, directory)
-    except StaleCheckpointError as error:
-        print(error, file=sys.stderr)
-        return model, history, f"{own}: the shipped checkpoint is stale (see the message above)"
-    if shipped is None:
-        return model, history, f"{own}: vaelab ships no longer-trained checkpoint of it"
-    return shipped.model, shipped.history, f"the shipped checkpoint of this run: {shipped.describe()}"
+    and a sentence saying which it is. $VAELAB_SHIPPED=off always keeps the page's run. When the shipped run is
+    taken, `objective` (if given) is set to the state that run left it in, its adversary's weights included."""
+    chosen, sentence = prefer_together({"run": (recipe, model, history, tag, objective)}, directory)
+    return (*chosen["run"], sentence)
+
+
+def prefer_together(runs: dict, directory: Path = SHIPPED) -> tuple[dict, str]:
+    """Several runs a page compares (name -> (recipe, model, history, tag, objective)): every run's shipped version
+    when each has a current one and all are of one length, since a comparison at unequal budgets would say
+    nothing; else every page's run. Returns name -> (model, history), and a sentence saying which they are."""
+    own = {name: (model, history) for name, (_, model, history, _, _) in runs.items()}
+    steps = {len(history["loss"]) for _, history in own.values()}
+    mine = f"this page's run{'s' if len(runs) > 1 else ''} ({', '.join(f'{n:,}' for n in sorted(steps))} steps)"
+    switch = os.environ.get("VAELAB_SHIPPED", "").strip().lower()
+    if switch in ("off", "0", "no", "false"):
+        return own, f"{mine}; shipped checkpoints are switched off (VAELAB_SHIPPED={switch})"
+    loaded, stale = {}, []
+    for name, (recipe, model, _, tag, objective) in runs.items():
+        try:
+            loaded[name] = load(recipe, model, tag, objective, directory)
+        except StaleCheckpointError as error:
+            print(error, file=sys.stderr)
+            stale.append(name)
+    if stale:
+        which = f" of {', '.join(stale)}" if len(runs) > 1 else ""
+        return own, f"{mine}: the shipped checkpoint{which} is stale (see the message above)"
+    missing = [name for name, shipped in loaded.items() if shipped is None]
+    if missing:
+        which = ", ".join(missing) if len(runs) > 1 else "it"
+        return own, f"{mine}: vaelab ships no longer-trained checkpoint of {which}"
+    if len({shipped.payload["steps"] for shipped in loaded.values()}) > 1:
+        return own, f"{mine}: the shipped runs differ in length, and are compared only at equal budgets"
+    for name, shipped in loaded.items():
+        objective = runs[name][4]
+        if objective is not None:
+            objective.load_state_dict(shipped.payload["objective"])
+            if getattr(objective, "adversary", None) is not None:
+                objective.adversary.load_state_dict(shipped.payload["adversary"])
+    first = next(iter(loaded.values()))
+    plural = "s of these runs" if len(runs) > 1 else " of this run"
+    return ({name: (shipped.model, shipped.history) for name, shipped in loaded.items()},
+            f"the shipped checkpoint{plural}: {first.describe()}")
