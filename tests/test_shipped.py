@@ -32,7 +32,7 @@ def test_ship_writes_the_run_trained_longer_with_its_provenance(tmp_path, tiny, 
     payload = load_checkpoint(path, shipped.SHIPPED_FORMAT)
     assert payload["experiment"] == "tiny" and payload["epochs"] == 3 and payload["recipe_steps"] == payload["steps"] // 3
     assert payload["code"] == shipped.code_digests(VAE) and set(payload["code"]) == {"vaelab.vae", "vaelab.nn.resnet"}
-    assert payload["run"] == recipes.run_fields(tiny.recipe, VAE, "", tiny._objective(tiny.recipe))
+    assert payload["run"] == recipes.run_fields(tiny.recipe, VAE, "", tiny.make_objective(tiny.recipe))
 
     # the loaded model holds the trained run's weights, rounded to half precision, and computes its loss
     run = load_checkpoint(tiny.checkpoint(tmp_path / "runs" / "shipping"))
@@ -42,7 +42,7 @@ def test_ship_writes_the_run_trained_longer_with_its_provenance(tmp_path, tiny, 
     for name, value in loaded.model.state_dict().items():
         assert value.dtype == run["model"][name].dtype
         torch.testing.assert_close(value, run["model"][name], rtol=1e-3, atol=1e-4)
-    objective = tiny._objective(tiny.recipe)
+    objective = tiny.make_objective(tiny.recipe)
     objective.load_state_dict(payload["objective"])
     assert shipped.loss_on_test_batch(loaded.model, objective, tiny.recipe) == pytest.approx(
         payload["test_batch_loss"]["float16"], rel=1e-6)
@@ -99,9 +99,9 @@ def test_every_shipped_checkpoint_is_current_and_computes_what_it_was_trained_to
     payload = load_checkpoint(path, shipped.SHIPPED_FORMAT)
     experiment = RECIPES[payload["experiment"]]()
     model = experiment.model_class(experiment.recipe.model)
-    loaded = shipped.load(experiment.recipe, model, experiment.tag, experiment._objective(experiment.recipe))
+    loaded = shipped.load(experiment.recipe, model, experiment.tag, experiment.make_objective(experiment.recipe))
     assert loaded is not None and payload["epochs"] > experiment.recipe.train.epochs
-    objective = experiment._objective(experiment.recipe)
+    objective = experiment.make_objective(experiment.recipe)
     objective.load_state_dict(payload["objective"])
     if payload["adversary"] is not None:
         objective.adversary.load_state_dict(payload["adversary"])
@@ -113,12 +113,12 @@ def test_runs_compared_together_are_swapped_only_together(tmp_path, tiny):
     out = tmp_path / "shipped"
     path = shipped.ship(tiny, 2, out, experiment_name="tiny")
     own, history = tiny.train()
-    objective = tiny._objective(tiny.recipe)
+    objective = tiny.make_objective(tiny.recipe)
     runs = {"a": (tiny.recipe, own, history, "", objective),
             "b": (replace(tiny.recipe, name="tiny_unshipped"), own, history, "", None)}
     chosen, sentence = shipped.prefer_together(runs, out)
     assert chosen["a"][0] is own and "ships no longer-trained checkpoint of b" in sentence
-    assert repr(objective.state_dict()) == repr(tiny._objective(tiny.recipe).state_dict())  # left as it was
+    assert repr(objective.state_dict()) == repr(tiny.make_objective(tiny.recipe).state_dict())  # left as it was
 
     chosen, sentence = shipped.prefer_together({"a": runs["a"]}, out)
     assert chosen["a"][0] is not own and len(chosen["a"][1].epochs["loss"]) == 2

@@ -121,16 +121,18 @@ class Experiment:
     objective: Callable[[Recipe], object] | None = None  # None: the Split-VAE loss with the recipe's beta
     tag: str = ""  # told apart in the run's file name: runs of one recipe with different objectives
 
-    def _objective(self, recipe: Recipe):
+    def make_objective(self, recipe: Recipe | None = None):
+        """A fresh objective for the recipe (default: the experiment's own): what its run minimises."""
+        recipe = recipe or self.recipe
         return self.objective(recipe) if self.objective is not None else _default_objective(recipe)
 
     def train(self, runs: Path | None = None, **train_overrides) -> tuple[nn.Module, History]:
         recipe = replace(self.recipe, train=replace(self.recipe.train, **train_overrides))
-        return train_recipe(recipe, self.model_class, self.tag, self._objective(recipe), runs)
+        return train_recipe(recipe, self.model_class, self.tag, self.make_objective(recipe), runs)
 
     def checkpoint(self, runs: Path | None = None) -> Path:
         """The run's checkpoint file (it exists once the run has trained at least one epoch)."""
-        return checkpoint_path(self.recipe, self.model_class, self.tag, self._objective(self.recipe), runs)
+        return checkpoint_path(self.recipe, self.model_class, self.tag, self.make_objective(self.recipe), runs)
 
 
 def split_vae_paper(dataset: str, model_class: type[nn.Module] = SplitVAE) -> Experiment:

@@ -144,7 +144,7 @@ def ship(experiment: Experiment, epochs: int, directory: Path = SHIPPED, experim
     if epochs <= recipe.train.epochs:
         raise ValueError(f"a shipped checkpoint must train longer than the recipe's {recipe.train.epochs} epochs; "
                          f"got --epochs {epochs}")
-    objective = experiment._objective(recipe)
+    objective = experiment.make_objective(recipe)
     fields = run_fields(recipe, experiment.model_class, experiment.tag, objective)
     provenance = {"code": code_digests(experiment.model_class), "git_commit": _git_commit(),  # before training:
                   "vaelab_version": importlib.metadata.version("vaelab")}  # the code that trains, not later edits
@@ -270,3 +270,9 @@ def prefer_together(runs: dict, directory: Path = SHIPPED) -> tuple[dict, str]:
     plural = "s of these runs" if len(runs) > 1 else " of this run"
     return ({name: (shipped.model, shipped.history) for name, shipped in loaded.items()},
             f"the shipped checkpoint{plural}: {first.describe()}")
+
+
+def shown(experiment: Experiment, **train_overrides) -> tuple[nn.Module, History, str]:
+    """What a page shows of a named experiment: its run, trained now or loaded, then its shipped version (prefer)."""
+    model, history = experiment.train(**train_overrides)
+    return prefer(experiment.recipe, model, history, experiment.tag, experiment.make_objective())

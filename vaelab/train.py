@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, check_same_run, exclusive, model_config, restore,
+from .checkpoint import (CHECKPOINT_FORMAT, check_same_run, exclusive, model_config, restore,
                          run_identity, save_checkpoint)
 
 COMPUTE_MODES = ("quick", "full")
