@@ -123,3 +123,8 @@ def test_runs_compared_together_are_swapped_only_together(tmp_path, tiny):
     chosen, sentence = shipped.prefer_together({"a": runs["a"]}, out)
     assert chosen["a"][0] is not own and len(chosen["a"][1].epochs["loss"]) == 2
     assert repr(objective.state_dict()) == repr(load_checkpoint(path, shipped.SHIPPED_FORMAT)["objective"])
+
+
+def test_the_shipped_command_lists_every_file_as_current(capsys):
+    assert main(["shipped"]) == 0
+    assert capsys.readouterr().out.count("| current |") == len(list(shipped.SHIPPED.glob("*.pt")))

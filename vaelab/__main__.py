@@ -4,6 +4,7 @@
     python -m vaelab evaluate runs/splitvae_mnist_SplitVAE_1a2b3c4d.pt --samples 10000
     python -m vaelab recipes                          # what `train` knows
     python -m vaelab ship book-vae-quick --epochs 40  # the book's run trained longer, shipped with vaelab
+    python -m vaelab shipped                          # the shipped checkpoints, and whether each is current
     torchrun --nproc_per_node=4 -m vaelab train splitvae-celeba --precision bf16 --channels-last
 
 `evaluate` writes <out>/metrics.json, naming the distance's implementation, the sample count and the reference
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     ship_cmd.add_argument("recipe", choices=list(recipes.RECIPES), metavar="RECIPE")
     ship_cmd.add_argument("--epochs", type=int, required=True, help="epochs in all (more than the recipe's)")
     ship_cmd.add_argument("--out", type=Path, default=shipped.SHIPPED, help="folder (default: vaelab/shipped)")
+    commands.add_parser("shipped", help="list the shipped checkpoints and whether each is current")
     commands.add_parser("recipes", help="list the recipes")
     args = parser.parse_args(argv)
 
@@ -121,6 +123,12 @@ def main(argv: list[str] | None = None) -> int:
                 model, history = recipes.RECIPES[args.recipe]().train(**overrides, progress=rank == 0)
             if rank == 0:
                 print("finished: " + "  ".join(f"{k} {v[-1]:.4g}" for k, v in history.epochs.items()))
+        elif args.command == "shipped":
+            print("| recipe | epochs | steps (the page's run) | training | trained on | commit | MiB | status |")
+            print("|---|---|---|---|---|---|---|---|")
+            for r in shipped.inventory():
+                print(f"| `{r['recipe']}` | {r['epochs']} | {r['steps']:,} ({r['recipe_steps']:,}) | "
+                      f"{r['minutes']:.1f} min | {r['trained_on']} | {r['commit']} | {r['MiB']:.1f} | {r['status']} |")
         elif args.command == "ship":
             path = shipped.ship(recipes.RECIPES[args.recipe](), args.epochs, args.out, experiment_name=args.recipe)
             print(f"written {path} ({path.stat().st_size / 2**20:.1f} MiB)")

@@ -276,3 +276,27 @@ def shown(experiment: Experiment, **train_overrides) -> tuple[nn.Module, History
     """What a page shows of a named experiment: its run, trained now or loaded, then its shipped version (prefer)."""
     model, history = experiment.train(**train_overrides)
     return prefer(experiment.recipe, model, history, experiment.tag, experiment.make_objective())
+
+
+def inventory(directory: Path = SHIPPED) -> list[dict]:
+    """Every shipped checkpoint with its run, length, provenance and whether it is current for the installed code."""
+    from .recipes import RECIPES
+    rows = []
+    for path in sorted(Path(directory).glob("*.pt")):
+        payload = load_checkpoint(path, SHIPPED_FORMAT)
+        experiment = RECIPES.get(payload["experiment"])
+        if experiment is None:
+            status = f"stale: no recipe {payload['experiment']!r} any more"
+        else:
+            experiment = experiment()
+            try:
+                load(experiment.recipe, experiment.model_class(experiment.recipe.model), experiment.tag,
+                     experiment.make_objective(), directory)
+                status = "current"
+            except StaleCheckpointError as error:
+                status = "stale: " + "; ".join(line.strip() for line in str(error).splitlines()[1:-1])
+        rows.append({"file": path.name, "recipe": payload["experiment"], "epochs": payload["epochs"],
+                     "steps": payload["steps"], "recipe_steps": payload["recipe_steps"],
+                     "minutes": payload["seconds_this_call"] / 60, "trained_on": payload["trained_on"],
+                     "commit": payload["git_commit"], "MiB": path.stat().st_size / 2**20, "status": status})
+    return rows
