@@ -3,7 +3,7 @@
     python -m vaelab train splitvae-mnist            # or `vaelab train ...`; resumes an interrupted run
     python -m vaelab evaluate runs/splitvae_mnist_SplitVAE_1a2b3c4d.pt --samples 10000
     python -m vaelab recipes                          # what `train` knows
-    python -m vaelab ship book-vae-quick --epochs 40  # the book's run trained longer, shipped with vaelab
+    python -m vaelab ship book-vae-quick --epochs 20  # the book's run trained longer, shipped with vaelab
     python -m vaelab shipped                          # the shipped checkpoints, and whether each is current
     torchrun --nproc_per_node=4 -m vaelab train splitvae-celeba --precision bf16 --channels-last
 

@@ -67,7 +67,7 @@ def runs_dir() -> Path:
     return Path(os.environ.get("VAELAB_RUNS") or data.data_root() / "runs")
 
 
-def _default_objective(recipe: Recipe):
+def default_objective(recipe: Recipe):
     """The Split-VAE loss with the recipe's beta and gamma decay."""
     return BalancedGaussianELBO(beta=recipe.beta, gamma=GammaBalance(decay=recipe.gamma_decay))
 
@@ -101,7 +101,7 @@ def train_recipe(recipe: Recipe, model_class: type[nn.Module] = VAE, tag: str = 
     objective: what to minimise; by default the Split-VAE loss with the recipe's beta and gamma decay.
     runs: the folder of the run's checkpoint (default runs_dir()).
     """
-    objective = objective if objective is not None else _default_objective(recipe)
+    objective = objective if objective is not None else default_objective(recipe)
     checkpoint = checkpoint_path(recipe, model_class, tag, objective, runs)
     seed_everything(recipe.train.seed)  # the initial weights too depend on the seed alone
     model = model_class(recipe.model)
@@ -124,7 +124,7 @@ class Experiment:
     def make_objective(self, recipe: Recipe | None = None):
         """A fresh objective for the recipe (default: the experiment's own): what its run minimises."""
         recipe = recipe or self.recipe
-        return self.objective(recipe) if self.objective is not None else _default_objective(recipe)
+        return self.objective(recipe) if self.objective is not None else default_objective(recipe)
 
     def train(self, runs: Path | None = None, **train_overrides) -> tuple[nn.Module, History]:
         recipe = replace(self.recipe, train=replace(self.recipe.train, **train_overrides))

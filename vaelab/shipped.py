@@ -5,7 +5,9 @@ A chapter still trains its own quick run (that proves the code trains, and it is
 same run trained on when vaelab ships it:
 
     model, history = train_recipe(recipe)                           # this page's run, 300 steps
-    model, history, source = shipped.prefer(recipe, model, history)  # the same run at 40 epochs, if shipped
+    model, history, source = shipped.prefer(recipe, model, history)  # the same run at 20 epochs, if shipped
+
+Runs a page compares go through `prefer_together`, which swaps them all or none, and only at one length.
 
 A shipped checkpoint is the same run as the page's: the same recipe, network, objective and seed; only the number
 of epochs differs. It records where it came from: the run's fields, vaelab's version and git commit, and a digest
@@ -13,7 +15,8 @@ of the code that computes the model (its module and the vaelab modules that modu
 docstrings left out). One whose run or model code differs from the installed vaelab's is stale: `load` refuses it
 and names what changed; `prefer` then shows the page's own run and says why.
 
-    python -m vaelab ship book-vae-quick --epochs 40    # trains on (resuming), writes vaelab/shipped/<run>.pt
+    python -m vaelab ship book-vae-quick --epochs 20    # trains on (resuming), writes vaelab/shipped/<run>.pt
+    python -m vaelab shipped                             # what is installed, and whether each is current
 
 Weights are stored in half precision (loaded back as float32) to keep the package small; `ship` refuses to write
 a checkpoint whose loss on a fixed batch moves by more than 1e-3 (relative) through that rounding.
@@ -37,7 +40,7 @@ from torch import nn
 
 from .chapter import machine
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .recipes import Experiment, Recipe, _default_objective, run_digest, run_fields, runs_dir
+from .recipes import Experiment, Recipe, default_objective, run_digest, run_fields, runs_dir
 from .train import History
 
 SHIPPED = Path(__file__).parent / "shipped"
@@ -206,7 +209,7 @@ def load(recipe: Recipe, model: nn.Module, tag: str = "", objective=None, direct
     if not path.is_file():
         return None
     payload = load_checkpoint(path, SHIPPED_FORMAT)
-    objective = objective if objective is not None else _default_objective(recipe)
+    objective = objective if objective is not None else default_objective(recipe)
     fields = run_fields(recipe, model_class, tag, objective)
     changed = [f"{name}: {payload['run'].get(name, '(absent)')} then, {fields.get(name, '(absent)')} now"
                for name in sorted(set(fields) | set(payload["run"])) if fields.get(name) != payload["run"].get(name)]
