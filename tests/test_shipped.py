@@ -128,3 +128,23 @@ def test_runs_compared_together_are_swapped_only_together(tmp_path, tiny):
 def test_the_shipped_command_lists_every_file_as_current(capsys):
     assert main(["shipped"]) == 0
     assert capsys.readouterr().out.count("| current |") == len(list(shipped.SHIPPED.glob("*.pt")))
+
+
+@pytest.mark.filterwarnings("ignore:inception-fid")  # 16 samples, on purpose: the test is about the plumbing
+def test_evaluate_reads_a_shipped_checkpoint(tmp_path, tiny):
+    import json
+
+    import torchvision
+    path = shipped.ship(tiny, 2, tmp_path / "shipped", experiment_name="tiny")
+    weights = tmp_path / "fid_weights.pth"  # random weights with the FID network's names and shapes (offline)
+    torch.save(torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False,
+                                               num_classes=1008).state_dict(), weights)
+    out = tmp_path / "evaluation"
+    assert main(["evaluate", str(path), "--samples", "16", "--features", "inception", "--weights", str(weights),
+                 "--out", str(out)]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["recipe"] == "tiny_digits" and result["epoch"] == 2 and result["samples"] == 16
+
+    renamed = path.with_name("renamed.pt")
+    path.rename(renamed)
+    assert main(["evaluate", str(renamed)]) == 2  # shipped files are found by name: another name is refused

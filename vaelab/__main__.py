@@ -35,7 +35,32 @@ def model_classes() -> dict[str, tuple[type[nn.Module], type]]:
             "HowToTrainYourVAE": (HowToTrainYourVAE, HowToTrainYourVAEConfig)}
 
 
+def load_shipped_model(path: Path) -> tuple[nn.Module, dict] | None:
+    """A shipped checkpoint's model (refused if stale), with the payload fields evaluate reads; None if `path` is
+    not a shipped checkpoint."""
+    try:
+        payload = load_checkpoint(path, shipped.SHIPPED_FORMAT)
+    except CheckpointError:
+        return None
+    if payload["experiment"] not in recipes.RECIPES:
+        raise CheckpointError(f"{path} was shipped from the recipe {payload['experiment']!r}, which vaelab no longer has")
+    experiment = recipes.RECIPES[payload["experiment"]]()
+    recipe = experiment.recipe
+    loaded = shipped.load(recipe, experiment.model_class(recipe.model), experiment.tag, experiment.make_objective(),
+                          Path(path).parent)
+    if loaded is None or shipped.shipped_path(recipe, experiment.model_class, experiment.tag).name != Path(path).name:
+        raise CheckpointError(f"{path} is a shipped checkpoint under another name than vaelab gives it "
+                              f"({shipped.shipped_path(recipe, experiment.model_class, experiment.tag).name})")
+    meta = {"recipe": recipe.name, "dataset": recipe.dataset, "pad_to_32": recipe.pad_to_32,
+            "vaelab_version": payload["vaelab_version"]}
+    return loaded.model, {**payload, "metadata": meta, "epoch": payload["epochs"]}
+
+
 def load_model(path: Path) -> tuple[nn.Module, dict]:
+    """The model of a training checkpoint, or of a shipped one."""
+    shipped_model = load_shipped_model(path) if Path(path).is_file() else None
+    if shipped_model is not None:
+        return shipped_model
     payload = load_checkpoint(path)
     classes = model_classes()
     if payload["model_class"] not in classes:
