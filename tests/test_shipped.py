@@ -114,8 +114,8 @@ def test_runs_compared_together_are_swapped_only_together(tmp_path, tiny):
     path = shipped.ship(tiny, 2, out, experiment_name="tiny")
     own, history = tiny.train()
     objective = tiny.make_objective(tiny.recipe)
-    runs = {"a": (tiny.recipe, own, history, "", objective),
-            "b": (replace(tiny.recipe, name="tiny_unshipped"), own, history, "", None)}
+    runs = {"a": shipped.Run(tiny.recipe, own, history, objective=objective),
+            "b": shipped.Run(replace(tiny.recipe, name="tiny_unshipped"), own, history)}
     chosen, sentence = shipped.prefer_together(runs, out)
     assert chosen["a"][0] is own and "ships no longer-trained checkpoint of b" in sentence
     assert repr(objective.state_dict()) == repr(tiny.make_objective(tiny.recipe).state_dict())  # left as it was

@@ -33,6 +33,7 @@ import subprocess
 import sys
 import time
 import types
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -233,24 +234,35 @@ def prefer(recipe: Recipe, model: nn.Module, history: History, tag: str = "", ob
     """The shipped, longer-trained version of the page's run when there is a current one, else the page's run;
     and a sentence saying which it is. $VAELAB_SHIPPED=off always keeps the page's run. When the shipped run is
     taken, `objective` (if given) is set to the state that run left it in, its adversary's weights included."""
-    chosen, sentence = prefer_together({"run": (recipe, model, history, tag, objective)}, directory)
+    chosen, sentence = prefer_together({"run": Run(recipe, model, history, tag, objective)}, directory)
     return (*chosen["run"], sentence)
 
 
-def prefer_together(runs: dict, directory: Path = SHIPPED) -> tuple[dict, str]:
-    """Several runs a page compares (name -> (recipe, model, history, tag, objective)): every run's shipped version
-    when each has a current one and all are of one length, since a comparison at unequal budgets would say
-    nothing; else every page's run. Returns name -> (model, history), and a sentence saying which they are."""
-    own = {name: (model, history) for name, (_, model, history, _, _) in runs.items()}
+@dataclass
+class Run:
+    """A page's run as train_recipe made it, with what finds its shipped version (train_recipe's arguments)."""
+
+    recipe: Recipe
+    model: nn.Module
+    history: History
+    tag: str = ""
+    objective: object = None  # None: the recipe's default objective; set to the shipped run's state when swapped
+
+
+def prefer_together(runs: dict[str, Run], directory: Path = SHIPPED) -> tuple[dict, str]:
+    """Several runs a page compares: every run's shipped version when each has a current one and all are of one
+    length, since a comparison at unequal budgets would say nothing; else every page's run. Returns
+    name -> (model, history), and a sentence saying which they are."""
+    own = {name: (run.model, run.history) for name, run in runs.items()}
     steps = {len(history["loss"]) for _, history in own.values()}
     mine = f"this page's run{'s' if len(runs) > 1 else ''} ({', '.join(f'{n:,}' for n in sorted(steps))} steps)"
     switch = os.environ.get("VAELAB_SHIPPED", "").strip().lower()
     if switch in ("off", "0", "no", "false"):
         return own, f"{mine}; shipped checkpoints are switched off (VAELAB_SHIPPED={switch})"
     loaded, stale = {}, []
-    for name, (recipe, model, _, tag, objective) in runs.items():
+    for name, run in runs.items():
         try:
-            loaded[name] = load(recipe, model, tag, objective, directory)
+            loaded[name] = load(run.recipe, run.model, run.tag, run.objective, directory)
         except StaleCheckpointError as error:
             print(error, file=sys.stderr)
             stale.append(name)
@@ -264,7 +276,7 @@ def prefer_together(runs: dict, directory: Path = SHIPPED) -> tuple[dict, str]:
     if len({shipped.payload["steps"] for shipped in loaded.values()}) > 1:
         return own, f"{mine}: the shipped runs differ in length, and are compared only at equal budgets"
     for name, shipped in loaded.items():
-        objective = runs[name][4]
+        objective = runs[name].objective
         if objective is not None:
             objective.load_state_dict(shipped.payload["objective"])
             if getattr(objective, "adversary", None) is not None:
