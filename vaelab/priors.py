@@ -4,7 +4,7 @@ all behind one interface: `log_prob(u) -> (N,)` summed over every dimension, and
     StandardNormal        N(0, I)
     MixtureOfGaussians    sum_k pi_k N(m_k, diag s_k^2), everything learned (the paper's Table 2: 10 components)
     RealNVP               a flow (Dinh et al. 2016): u = f^{-1}(v), v ~ N(0, I), with
-                          log p(u) = log N(f(u); 0, I) + log |det df/du|          (spec 2.5)
+                          log p(u) = log N(f(u); 0, I) + log |det df/du|          (eq-realnvp)
 
 RealNVP's f is built from affine couplings. A coupling leaves half of the entries, x_a, unchanged and uses them to
 scale and shift the other half: y_b = (x_b + t(x_a)) * exp(s(x_a)), translate then scale as in the srVAE code. Its
@@ -206,7 +206,8 @@ def _merge(kept: Tensor, factored: Tensor) -> Tensor:
 
 
 class RealNVP(nn.Module):
-    """The bijective prior of the paper (spec 2.5) on latents of shape C x H x W.
+    """The bijective prior of the paper (Gatopoulos & Tomczak, §2.2; the book's eq-realnvp) on latents of shape
+C x H x W.
 
     srVAE: 2 scales on 16 x 8 x 8, s/t networks of growth 64 and 5 steps. With `scales` > 1, H and W must be
     divisible by 2^(scales-1).

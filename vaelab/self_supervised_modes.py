@@ -1,5 +1,5 @@
-"""The five ways a trained self-supervised VAE makes an image (spec 2.7, the paper's Fig. 3), each with what a
-sender must transmit for the receiver to make the same image, and how many bits that costs.
+"""The five ways a trained self-supervised VAE makes an image (Gatopoulos & Tomczak 2020, §3.3 and Fig. 3), each with
+what a sender must transmit for the receiver to make the same image, and how many bits that costs.
 
     mode                          chain (K = 1; deeper models repeat the z step per level)        sent
     generation                    u ~ p(u) -> y ~ p(y|u) -> z ~ p(z|y,u) -> x ~ p(x|y,z)           nothing

@@ -1,4 +1,4 @@
-"""The self-supervised VAE (Gatopoulos & Tomczak 2020, spec 2): learn a deterministic, discrete y = d(x) first
+"""The self-supervised VAE (Gatopoulos & Tomczak 2020, §3): learn a deterministic, discrete y = d(x) first
 (a smaller or sketched image), then what it leaves out.
 
 Variables, with K transforms (K = 1 is the paper's two-level model, K = 0 the plain VAE):
@@ -8,13 +8,14 @@ Variables, with K transforms (K = 1 is the paper's two-level model, K = 0 the pl
     p(u) p(y_1 | u) prod_k p(z_k | y_k, z_{k-1}) p(y_{k+1} | y_k, z_k),   z_0 = u
 
 p(u) is a prior of vaelab.priors (RealNVP in the paper), p(z_k | .) Gaussian, and every p(y | .) the discretized
-logistic mixture of vaelab.losses. With q(y|x) a point mass the bound is (spec 2.3, the KL sum over k = 1..K)
+logistic mixture of vaelab.losses. With q(y|x) a point mass the bound is (eq-ssvae-klevel; the paper's §3.4,
+the KL sum over k = 1..K)
 
     ELBO = sum_k E log p(y_{k+1} | y_k, z_k) + E log p(y_1 | u) - KL(q(u|y_1) || p(u))
            - sum_{k=1..K} E KL(q(z_k | y_{k+1}) || p(z_k | y_k, z_{k-1}))         = RE_x + RE_y - KL_u - KL_z
 
 estimated as srVAE does, with one sample of every latent and Monte-Carlo KLs log q - log p at that sample. The
-modes of spec 2.7 (generation, super-resolution, the reconstructions) are in `self_supervised_modes.py`.
+modes of the paper's §3.3 (generation, super-resolution, the reconstructions) are in `self_supervised_modes.py`.
 """
 import math
 from dataclasses import asdict, dataclass, field
@@ -34,7 +35,8 @@ LOG_2PI = math.log(2 * math.pi)
 @dataclass(frozen=True)
 class SelfSupervisedVAEConfig:
     """Everything that fixes the networks. Each network is (growth rate, steps) or, for the DenselyNetworks that
-    fuse two inputs, (growth rate, steps, blocks); the defaults are the srVAE CIFAR-10 networks (spec 2.6)."""
+    fuse two inputs, (growth rate, steps, blocks); the defaults are the srVAE CIFAR-10 networks (the paper's
+    Appendix A.3)."""
 
     image_size: int = 32
     in_channels: int = 3
@@ -74,7 +76,7 @@ QUICK = dict(image_size=28, in_channels=1, latent_channels=4, latent_size=7, n_m
              prior_options=(("scales", 1), ("growth", 8), ("steps", 2)), top_encoder=(4, 2), top_decoder=(16, 2),
              encoder=(4, 2), prior_image=(4, 2), prior_latent=(8, 2, 1), prior_core=(8, 2, 1),
              decoder_latent=(16, 2), decoder_core=(8, 2, 1))
-# Full: CIFAR-10 two-level with the RealNVP prior and srVAE's topology at half its growth rates (spec 4.3); its
+# Full: CIFAR-10 two-level with the RealNVP prior and srVAE's topology at half its growth rates (book chapter 5); its
 # baseline VAE uses srVAE's densenet32 networks (q: DenselyEncoder growth 16, 8 steps; p: growth 128, 6 steps), also
 # halved.
 FULL = dict(image_size=32, in_channels=3, latent_channels=16, latent_size=8, n_mix=10, prior="realnvp",

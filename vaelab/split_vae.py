@@ -1,4 +1,5 @@
-"""Split-VAE (Asperti, Bugo & Filippini 2022, spec 1): a VAE whose decoder draws two images and a mask.
+"""Split-VAE (Asperti, Bugo & Filippini 2022, §3; the book's eq-split): a VAE whose decoder draws two images
+and a mask.
 
     sigma, x1, x2 = sigmoid(one last conv with 2C+1 channels), split [sigma (1) | x1 (C) | x2 (C)]
     x_hat = sigma * x1 + (1 - sigma) * x2          (sigma has one channel, broadcast over the C colour channels)

@@ -1,4 +1,5 @@
-"""Deterministic, discrete transformations y = d(x) of the self-supervised VAE (Gatopoulos & Tomczak, spec 2.1).
+"""Deterministic, discrete transformations y = d(x) of the self-supervised VAE (Gatopoulos & Tomczak 2020, §3.1 and
+Appendix A.1).
 
 The paper's variational posterior over y is a point mass, q(y|x) = delta(y - d(x)), so E_q[log q(y|x)] = 0 and
 the ELBO needs no entropy term for y. That only holds if y is *discrete*: every transform here returns an 8-bit
@@ -67,7 +68,8 @@ def grey(x: Tensor) -> Tensor:
 
 
 def sketch(x: Tensor, sigma: float = SKETCH_SIGMA, invert: bool = False) -> Tensor:
-    r"""A pencil sketch by colour dodge (spec 2.1): with the grey image g in [0, 255] and b its blurred inverse,
+    r"""A pencil sketch by colour dodge (eq-sketch; the paper's Appendix A.1): with the grey image g in [0, 255] and b
+    its blurred inverse,
 
         b = GaussianBlur_sigma(255 - g),        s = min(255, 256 g / (255 - b)),        y = round(s) / 255.
 

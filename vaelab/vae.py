@@ -1,5 +1,6 @@
-"""The VAE of the Split-VAE paper (Asperti, Bugo & Filippini 2022, spec 1.2), in the shape of Tomczak's intro_dgm:
-an encoder q(z|x), a prior p(z) and a decoder p(x|z), each a module of its own, tied together by `VAE`.
+"""The VAE of the Split-VAE paper (Asperti, Bugo & Filippini 2022, §3.1; book chapter 2), in the shape of
+Tomczak's intro_dgm: an encoder q(z|x), a prior p(z) and a decoder p(x|z), each a module of its own, tied
+together by `VAE`.
 
     x --Encoder--> 512-d embedding --Linear--> mu, log sigma^2 --(z = mu + sigma * eps)--> z
     z --Linear (back_to_emb)--> 512-d embedding --Decoder--> x_hat in [0,1]
@@ -41,7 +42,7 @@ class VAEConfig:
         return [min(self.base_dim * 2**i, 1024) for i in range(levels)][::-1]
 
 
-# The paper's configurations (spec 1.2) and a small one that trains in minutes on two CPU cores at 28x28.
+# The paper's configurations (its §3.1 and §5) and a small one that trains in minutes on two CPU cores at 28x28.
 PRESETS = {
     "mnist": VAEConfig(image_size=32, in_channels=1, latent_dim=32),
     "cifar10": VAEConfig(image_size=32, in_channels=3, latent_dim=200),

@@ -1,4 +1,5 @@
-"""How the three papers judge a generative model, each measure beside its equation (spec 1.5, 2.9, 4.1).
+"""How the three papers judge a generative model, each measure beside its equation (the book's eq-frechet, eq-gmm,
+eq-iwae and eq-bpd; the Split-VAE paper's §4.1, the self-supervised VAE paper's §4.1).
 
     Frechet distance   d^2 = ||mu_1 - mu_2||^2 + tr(C_1 + C_2 - 2 (C_1 C_2)^{1/2}) between Gaussians fitted to
                        features of two image sets; with pytorch-fid's InceptionV3 features it is the FID

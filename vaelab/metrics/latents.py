@@ -37,7 +37,8 @@ def decode(model: nn.Module, z: Tensor, decoder: Callable[[Tensor], Tensor] | No
 
 
 def paper_gmm_components(dataset: str) -> int:
-    """The Split-VAE paper's mixture size: 20 components for MNIST-like grey digits, 100 otherwise (spec 1.5)."""
+    """The Split-VAE paper's mixture size: 20 components for MNIST-like grey digits, 100 otherwise
+    (its Tables 1, 3 and 4)."""
     return 20 if dataset in ("mnist", "fashion-mnist", "digits") else 100
 
 
@@ -130,7 +131,8 @@ class LatentStatistics:
 
 def latent_statistics(model: nn.Module, images: Tensor, threshold: float = 0.05, *, batch_size: int = 500,
                       device: str | torch.device | None = None) -> LatentStatistics:
-    """The Split-VAE code's collapse test (spec 1.5): j is inactive when Var_x[mu_j(x)] < threshold."""
+    """The Split-VAE code's collapse test (book chapter 2, beside eq-variance-law): j is inactive when
+    Var_x[mu_j(x)] < threshold."""
     mu, logvar = encode(model, images, batch_size=batch_size, device=device)
     return LatentStatistics(mu.double().var(0, unbiased=False), logvar.double().exp().mean(0), threshold)
 

@@ -38,7 +38,7 @@ def log_likelihood_bounds(model: nn.Module, images: Tensor, log_likelihood: LogL
 
     Jensen's inequality puts IWAE_K above the ELBO; its expectation grows with K towards log p(x) (Burda et al.).
     Each image gets its own log-sum-exp over its own samples (the srVAE code instead takes the log-sum-exp of
-    batch-mean negative ELBOs, with the sign inside flipped: a number no tighter than the ELBO, spec 2.9).
+    batch-mean negative ELBOs, with the sign inside flipped: a number no tighter than the ELBO; the book's eq-iwae).
     batch_size bounds the decoder passes at a time.
 
     A model with several latents supplies its weights itself: a method `log_importance_weights(x, k)` returning

@@ -56,7 +56,8 @@ def evaluate(model: nn.Module, dataset: str, *, pad_to_32: bool = False, samples
     result = {"distance": implementation, "samples": samples,
               "reference": f"{dataset} test split, its first {len(test):,} images",
               "prior": frechet_distance_between(extractor, images["prior"], reference)}
-    if hasattr(model, "log_importance_weights"):  # a likelihood over 8-bit pixels: bits per dimension (spec 2.9)
+    # a likelihood over 8-bit pixels: bits per dimension (eq-bpd; Gatopoulos & Tomczak 2020, §4.1)
+    if hasattr(model, "log_importance_weights"):
         bounds = log_likelihood_bounds(model, test[:likelihood_images], k=importance_samples)
         dims = test[0].numel()
         result |= {"bpd_elbo": bits_per_dim(bounds.elbo, dims),

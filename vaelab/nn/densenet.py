@@ -1,6 +1,6 @@
-"""The self-supervised VAE's building blocks (Gatopoulos & Tomczak, spec 2.6): weight-normalised convolutions
-with data-dependent initialisation, DenseNet layers closed by channel attention, ELU activations, strided
-convolutions to go down and transposed convolutions to go up.
+"""The self-supervised VAE's building blocks (Gatopoulos & Tomczak 2020, §4.1 and Appendix A.3):
+weight-normalised convolutions with data-dependent initialisation, DenseNet layers closed by channel attention,
+ELU activations, strided convolutions to go down and transposed convolutions to go up.
 
     DenseNetLayer(C, g, steps)     [x -> cat(x, conv3x3(elu(conv1x1(x)))) -> elu] x steps -> channel attention
                                    C -> C + g * steps channels, same resolution

@@ -1,4 +1,5 @@
-"""Building blocks of the Split-VAE network (spec 1.2), shared by every model in vaelab.
+"""Building blocks of the Split-VAE network (Asperti, Bugo & Filippini 2022, §3.1; the book's eq-resblock), shared
+by every model in vaelab.
 
 The blocks follow `split_vae.py` of Asperti, Bugo & Filippini, itself derived from the ResNet of Dai & Wipf's
 Two-Stage VAE: pre-activation residual blocks whose shortcut is always a learned projection, never the identity.
