@@ -29,8 +29,10 @@ def test_seed_noise_is_not_hidden_by_small_sample_set_noise():
     # Sample sets agree to 0.01, but seeds of the same arm differ by ~2: a 1.0 difference cannot be told,
     # although a test on the sample sets alone would call it (many standard errors).
     a, b = arms(effect=-1.0, seed_sd=2.0, set_sd=0.01, rng=np.random.default_rng(3))
-    sets_only = (a.mean() - b.mean()) / np.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
-    assert abs(sets_only) > 2  # what a rule blind to seeds would call
+    # a rule blind to seeds: the SE from the spread of the sample sets within each seed
+    within = a.var(axis=1, ddof=1).mean() / a.size + b.var(axis=1, ddof=1).mean() / b.size
+    sets_only = (a.mean() - b.mean()) / np.sqrt(within)
+    assert abs(sets_only) > 2  # what such a rule would call
     result = compare(a, b)
     assert result.verdict == CANNOT_TELL
     assert result.se > 0.3  # the SE carries the seed spread
@@ -70,3 +72,29 @@ def test_bad_input_is_refused():
         compare(np.ones((3, 2)), np.ones((2, 2)), paired=True)
     with pytest.raises(ValueError, match="no noise"):
         compare([[1.0]], [[2.0]])
+
+
+def test_the_noun_of_a_sample_set_is_named_in_what_the_rule_covered():
+    rng = np.random.default_rng(4)
+    per_image = rng.normal(0, 1, (1, 128)), rng.normal(0.5, 1, (1, 128))
+    result = compare(*per_image, about_training=False, set_noun="test image")
+    assert result.covers == "1 seed x 128 test images, paired by test image"
+    assert compare(*per_image).verdict == CANNOT_TELL  # still one seed for a claim about training
+
+
+def test_prose_helpers():
+    from vaelab.evidence import count, listing, markdown_table, plus_minus, ratio, verdict_row
+
+    assert [count(1, "epoch"), count(3, "seed"), count(2_000, "image"), count(0, "run")] == \
+        ["one epoch", "three seeds", "2,000 images", "no runs"]
+    assert count(2, "is", "are") == "two are"
+    assert [listing([]), listing(["a"]), listing(["a", "b"]), listing(["a", "b", "c"])] == \
+        ["", "a", "a and b", "a, b and c"]
+    assert ratio(6.4, 2.0) == "3.2 times" and ratio(1.0, 0.0) == "–"
+    a, b = arms(effect=-5.0, seed_sd=0.2, set_sd=0.1)
+    result = compare(a, b)
+    assert plus_minus(result) == f"{result.difference:+.2f} ± {result.se:.2f}"
+    row = verdict_row("claim", "A vs B", result)
+    assert row[2:] == ["3 seeds x 5 sample sets, paired by seed", plus_minus(result), "**better**"]
+    table = markdown_table(["x", "y"], [[1, 2], ["a", "b"]]).data.splitlines()
+    assert table == ["| x | y |", "|---|---|", "| 1 | 2 |", "| a | b |"]

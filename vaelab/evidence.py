@@ -62,18 +62,19 @@ def _as_seeds_by_sets(values, name: str) -> np.ndarray:
     return array
 
 
-def _words(seeds: int, sets: int, paired: str) -> str:
-    seed_words = "1 seed" if seeds == 1 else f"{seeds} seeds"
-    set_words = "1 sample set" if sets == 1 else f"{sets} sample sets"
+def _words(seeds: int, sets: int, paired: str, set_noun: str = "sample set") -> str:
+    seed_words = "1 seed" if seeds == 1 else f"{seeds:,} seeds"
+    set_words = f"1 {set_noun}" if sets == 1 else f"{sets:,} {set_noun}s"
     return f"{seed_words} x {set_words}" + (f", paired by {paired}" if paired else "")
 
 
 def compare(a, b, *, lower_is_better: bool = True, paired: bool | None = None,
-            about_training: bool = True) -> Comparison:
+            about_training: bool = True, set_noun: str = "sample set") -> Comparison:
     """Arm A against arm B by the book's rule (module docstring). `a`, `b`: (seeds, sample sets) or (seeds,).
 
     paired: whether row s of A and row s of B come from the same seed (and, with one seed, column k from the same
-    sample set). None: paired when the shapes agree.
+    sample set). None: paired when the shapes agree. set_noun: what one sample set is, for `covers` ("test
+    image" when each column is one image's score: "1 seed x 128 test images, paired by test image").
     """
     a, b = _as_seeds_by_sets(a, "a"), _as_seeds_by_sets(b, "b")
     if paired is None:
@@ -96,7 +97,7 @@ def compare(a, b, *, lower_is_better: bool = True, paired: bool | None = None,
         if sets < 2:
             raise ValueError("one seed and one sample set: no noise can be estimated; measure more sample sets")
         if paired:
-            se, df, how = float(np.std(a[0] - b[0], ddof=1) / np.sqrt(sets)), sets - 1, "sample set"
+            se, df, how = float(np.std(a[0] - b[0], ddof=1) / np.sqrt(sets)), sets - 1, set_noun
         else:
             va, vb = np.var(a[0], ddof=1) / a.shape[1], np.var(b[0], ddof=1) / b.shape[1]
             se = float(np.sqrt(va + vb))
@@ -109,4 +110,63 @@ def compare(a, b, *, lower_is_better: bool = True, paired: bool | None = None,
         verdict = "better" if (difference < 0) == lower_is_better else "worse"
     else:
         verdict = CANNOT_TELL
-    return Comparison(difference, se, bar, verdict, seeds, sets, _words(seeds, sets, how))
+    return Comparison(difference, se, bar, verdict, seeds, sets, _words(seeds, sets, how, set_noun))
+
+
+# ---------------------------------------------------------------- what the chapters print and glue
+
+def glue_comparison(name: str, comparison: Comparison, digits: int = 2) -> None:
+    """Glue a comparison for a sentence written by hand: {name}_difference and {name}_se (formatted with
+    `digits` decimals, the difference signed), {name}_verdict (one of the rule's verdicts), {name}_covers ("3
+    seeds x 5 sample sets, paired by seed") and {name}_bar (the multiple of the SE the rule required)."""
+    from .chapter import glue  # here, not at the top: the rule itself needs no book tooling
+
+    glue(f"{name}_difference", f"{comparison.difference:+.{digits}f}")
+    glue(f"{name}_se", f"{comparison.se:.{digits}f}")
+    glue(f"{name}_verdict", comparison.verdict)
+    glue(f"{name}_covers", comparison.covers)
+    glue(f"{name}_bar", f"{comparison.bar:.2f}")
+
+
+def plus_minus(comparison: Comparison, digits: int = 2) -> str:
+    """The difference and its standard error as a table cell: "+1.23 ± 0.45"."""
+    return f"{comparison.difference:+.{digits}f} ± {comparison.se:.{digits}f}"
+
+
+_NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """A count as prose writes it: count(1, "epoch") is "one epoch", count(12, "step") "12 steps",
+    count(2_000, "image") "2,000 images"."""
+    word = _NUMBER_WORDS[n] if 0 <= n < len(_NUMBER_WORDS) else f"{n:,}"
+    return f"{word} {noun if n == 1 else plural or noun + 's'}"
+
+
+def listing(items) -> str:
+    """Items joined as prose lists them: "a", "a and b", "a, b and c"."""
+    items = [str(item) for item in items]
+    if len(items) <= 2:
+        return " and ".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def ratio(a: float, b: float, digits: int = 1) -> str:
+    """a / b as a factor, "3.2 times"; a dash when b is 0."""
+    return "–" if b == 0 else f"{a / b:.{digits}f} times"
+
+
+def markdown_table(header, rows):
+    """A Markdown table that Jupyter renders (and myst-nb, in a cell with markdown_format gfm); cells are str()."""
+    from IPython.display import Markdown
+
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+    return Markdown("\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows]))
+
+
+VERDICT_HEADER = ("claim", "arms (A vs B)", "seeds x sample sets", "difference A - B ± SE", "verdict")
+
+
+def verdict_row(claim: str, arms: str, comparison: Comparison, digits: int = 2) -> list[str]:
+    """One row of a chapter's verdict table, under VERDICT_HEADER."""
+    return [claim, arms, comparison.covers, plus_minus(comparison, digits), f"**{comparison.verdict}**"]
