@@ -5,6 +5,7 @@ from pathlib import Path
 
 import ipywidgets as widgets
 import matplotlib
+import matplotlib.pyplot as plt
 import nbformat
 import numpy as np
 import pytest
@@ -29,6 +30,58 @@ def test_split_rows_follow_the_paper_layout():
     assert shown.shape == (4 * 8 + 2, 3 * 8 + 2)  # 4 rows, 3 columns of 6x6 images with 2-pixel borders
     row_centres = [round(t) for t in ax.get_yticks()]
     assert [float(shown[r, 5]) for r in row_centres] == [0.0, 0.25, 0.5, 0.75]  # sigma on top, x at the bottom
+
+
+BODY_SMALLEST_TEXT_PX = 13.6  # the smallest text of the book's pages (captions, code): 0.85 of a 16-pixel body
+
+
+def rendered_text_px(points: float, fig) -> float:
+    """How high text of `points` appears in the book: shown at its natural size when the figure fits the column,
+    shrunk with the figure when it is wider."""
+    width_px = fig.get_figwidth() * fig.dpi
+    shrink = min(1.0, viz.COLUMN_INCHES * viz.DPI / width_px)
+    return points * fig.dpi / 72 * shrink
+
+
+def test_the_book_style_keeps_text_as_large_as_the_body_text():
+    with matplotlib.rc_context(viz.BOOK_STYLE):
+        fig, axes = viz.panels(3)
+        for ax in axes:
+            ax.plot([0, 1], [1, 0], label="a line")
+            ax.set(title="a title", xlabel="x", ylabel="y")
+            ax.legend()
+        assert len(axes) == 3 and fig.get_figwidth() <= viz.COLUMN_INCHES  # 3 panels wrap into two rows
+        assert rendered_text_px(viz.smallest_font_points(fig), fig) >= BODY_SMALLEST_TEXT_PX
+        plt.close(fig)
+        wide = plt.figure(figsize=(13, 3.5))  # what the chapters drew before: three panels in one row
+        wide.add_subplot().plot([0, 1])
+        assert rendered_text_px(viz.smallest_font_points(wide), wide) < BODY_SMALLEST_TEXT_PX
+        plt.close(wide)
+
+
+def test_images_carry_no_grid_and_thumbnails_stay_large():
+    with matplotlib.rc_context(viz.BOOK_STYLE):
+        images = torch.rand(20, 1, 28, 28)
+        ax = viz.image_grid(images, nrow=10, title="twenty")
+        fig = ax.figure
+        width_px = fig.get_figwidth() * fig.dpi
+        shown_px = width_px / 10 * min(1.0, viz.COLUMN_INCHES * viz.DPI / width_px)  # one of ten per row
+        assert shown_px >= 56, f"a thumbnail of a 10-wide grid is {shown_px:.0f} pixels: too small to see pixels"
+        sigma, x1, x2, x = (torch.rand(8, 1, 28, 28) for _ in range(4))
+        split = viz.show_split_rows(sigma, x1, x2, x, n=8)
+        for axes in (ax, split):
+            gridlines = [line for line in axes.get_xgridlines() + axes.get_ygridlines() if line.get_visible()]
+            assert not gridlines, "grid lines cross the image tiles"
+        plt.close("all")
+
+
+def test_colorbar_labels_the_value_a_colour_carries():
+    with matplotlib.rc_context(viz.BOOK_STYLE):
+        fig, (ax,) = viz.panels(1)
+        bar = viz.colorbar(ax.imshow(np.random.rand(8, 8), vmin=0, vmax=1), ax, "σ")
+        assert bar.ax.get_ylabel() == "σ" and bar.mappable.get_clim() == (0, 1)
+        assert viz.smallest_font_points(fig) >= viz.MIN_FONT_POINTS
+        plt.close(fig)
 
 
 def test_png_is_an_enlarged_strip_of_the_panels():

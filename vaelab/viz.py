@@ -13,7 +13,10 @@ import math
 import re
 
 import ipywidgets as widgets
+import matplotlib
+import matplotlib.colorbar
 import matplotlib.pyplot as plt
+import matplotlib.text
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -31,13 +34,31 @@ PIXELATED = "vaelab-pixelated"  # CSS class of the widgets whose pictures keep s
 
 # ---------------------------------------------------------------- static figures
 
+# The book's column is about 720 CSS pixels wide at a 1280-pixel window (and at 800, where the side bar folds away).
+# A figure COLUMN_INCHES wide at the style's dpi is drawn at that width, so the browser shows it at its natural
+# size and a font of F points is F * DPI / 72 pixels high on the page: the smallest font below (tick labels,
+# legends, 10 points) is 13.9 pixels, as large as the smallest text of the page's body (captions, code, about 13.6).
+# A wider figure is shrunk to the column, and its text with it: draw at most COLUMN_INCHES wide (`panels` wraps
+# many panels into rows), and never pass a fontsize below MIN_FONT_POINTS.
+DPI = 100
+COLUMN_INCHES = 7.2
+MIN_FONT_POINTS = 10
+THUMBNAIL_INCHES = 0.75  # each image of an image grid: 75 pixels, nearly three times a 28-pixel image
+
 BOOK_STYLE = {
-    "figure.dpi": 110,
-    "font.size": 9,
-    "axes.titlesize": 10,
+    "figure.dpi": DPI,
+    "figure.figsize": (COLUMN_INCHES, 3.4),
+    "font.size": 11,
+    "axes.titlesize": 11,
+    "axes.labelsize": 11,
+    "xtick.labelsize": MIN_FONT_POINTS,
+    "ytick.labelsize": MIN_FONT_POINTS,
+    "legend.fontsize": MIN_FONT_POINTS,
+    "legend.title_fontsize": MIN_FONT_POINTS,
+    "figure.titlesize": 12,
     "axes.spines.top": False,
     "axes.spines.right": False,
-    "axes.grid": True,
+    "axes.grid": False,  # a grid drawn over image tiles hides pixels; plots that need one turn it on (`grid`)
     "grid.alpha": 0.3,
     "legend.frameon": False,
     "image.cmap": "gray",
@@ -50,6 +71,43 @@ def use_book_style() -> None:
     plt.rcParams.update(BOOK_STYLE)
 
 
+def smallest_font_points(fig: plt.Figure) -> float:
+    """The smallest font of any visible text in `fig` (tick labels, legends, titles, annotations), in points."""
+    fig.canvas.draw()  # tick labels exist only once drawn
+    sizes = [text.get_fontsize() for text in fig.findobj(matplotlib.text.Text)
+             if text.get_visible() and text.get_text().strip()]
+    return min(sizes, default=float("inf"))
+
+
+def panels(n: int, ncols: int | None = None, height: float = 3.0, **subplots) -> tuple[plt.Figure, np.ndarray]:
+    """A figure of `n` plots that fits the book's column: at most two side by side (`ncols`), more wrap into rows,
+    each row `height` inches high. Returns the figure and a flat array of its n axes (extra cells removed)."""
+    ncols = min(n, 2) if ncols is None else ncols
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(COLUMN_INCHES, height * nrows), squeeze=False,
+                             layout="constrained", **subplots)
+    axes = axes.ravel()
+    for ax in axes[n:]:
+        ax.remove()
+    return fig, axes[:n]
+
+
+def grid(ax: plt.Axes) -> plt.Axes:
+    """Light grid lines on a plot of values (the book style draws none, so that none cross an image)."""
+    ax.grid(True, alpha=0.3)
+    return ax
+
+
+def colorbar(mappable, ax: plt.Axes | list, label: str) -> matplotlib.colorbar.Colorbar:
+    """A colour bar beside `ax` (an axes or a list of them) for a picture whose colour carries a value, e.g. a map
+    of sigma in [0, 1]: `viz.colorbar(ax.imshow(sigma, vmin=0, vmax=1), ax, "σ")`."""
+    figure = (ax[0] if isinstance(ax, (list, tuple, np.ndarray)) else ax).figure
+    bar = figure.colorbar(mappable, ax=ax, shrink=0.9, pad=0.02)
+    bar.set_label(label)
+    bar.ax.tick_params(labelsize=MIN_FONT_POINTS)
+    return bar
+
+
 def to_array(images: Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 1.0) -> np.ndarray:
     """Tile a batch N x C x H x W in [0,1] into one array: H' x W' for grey images, H' x W' x 3 for colour."""
     grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=padding, pad_value=pad_value)
@@ -58,9 +116,10 @@ def to_array(images: Tensor, nrow: int = 8, padding: int = 2, pad_value: float =
 
 def image_grid(images: Tensor, nrow: int = 8, title: str | None = None, ax: plt.Axes | None = None) -> plt.Axes:
     """Show a batch of images as one grid, `nrow` images per row."""
-    if ax is None:
+    if ax is None:  # THUMBNAIL_INCHES per image, shrunk only where a row would not fit the column
         rows = -(-len(images) // nrow)
-        ax = plt.subplots(figsize=(nrow * 0.8, rows * 0.8))[1]
+        inches = min(THUMBNAIL_INCHES, COLUMN_INCHES / nrow)
+        ax = plt.subplots(figsize=(nrow * inches, rows * inches + (0.35 if title else 0)), layout="constrained")[1]
     ax.imshow(to_array(images, nrow), cmap="gray", vmin=0, vmax=1)
     ax.set_axis_off()
     if title:
@@ -74,12 +133,14 @@ def show_split_rows(sigma: Tensor, x1: Tensor, x2: Tensor, x: Tensor, n: int = 1
     channels, height = x.shape[1], x.shape[2]
     parts = [sigma[:n].expand(-1, channels, -1, -1), x1[:n], x2[:n], x[:n]]  # a grey sigma next to colour images
     if ax is None:
-        ax = plt.subplots(figsize=(0.8 * n + 0.6, 3.4))[1]
+        inches = min(THUMBNAIL_INCHES, (COLUMN_INCHES - 0.6) / n)
+        ax = plt.subplots(figsize=(inches * n + 0.6, inches * 4 + 0.4), layout="constrained")[1]
     padding = 2
     ax.imshow(to_array(torch.cat(parts), nrow=len(parts[0]), padding=padding), cmap="gray", vmin=0, vmax=1)
     ax.set_yticks([padding + row * (height + padding) + height / 2 for row in range(len(SPLIT_ROWS))],
                   SPLIT_ROWS, fontsize=13)
     ax.set_xticks([])
+    ax.grid(False)  # rows are labelled by ticks; no line may cross the images
     ax.tick_params(length=0)
     ax.spines[:].set_visible(False)
     if title:
