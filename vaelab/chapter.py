@@ -5,11 +5,16 @@
     glue("test_mse", mse)              # a number the prose quotes, rendered by Jupyter Book
     chapter.end()                      # glues this run's time and machine for the page's header
 
-`glue` is myst-nb's when Jupyter Book's tooling is installed (the book build) and does nothing otherwise: a
-student who runs a chapter on Colab after `pip install vaelab` needs no book tooling.
+`glue` records every value in `glued`, and also hands it to myst-nb when Jupyter Book's tooling is installed (the
+book build): a student who runs a chapter on Colab after `pip install vaelab` needs no book tooling. There, the
+chapter's Colab notebook (book/colab/) shows its prose with `show_markdown`, which fills in the values glued so far:
+
+    show_markdown("The test MSE is {{test_mse:.4f}}.")
 """
 import os
+import re
 import time
+from ast import literal_eval
 from dataclasses import dataclass, field
 
 import torch
@@ -23,10 +28,65 @@ except ImportError:  # pip install vaelab: no book tooling, nothing to glue into
     _myst_glue = None
 
 
+glued: dict[str, object] = {}  # every value glued in this kernel, by name: what show_markdown fills in
+
+# {{name}} or {{name:format_spec}}, the names Python identifiers
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*(?::([^{}]*?))?\s*\}\}")
+
+
 def glue(name: str, value, display: bool = False) -> None:
-    """Record `value` under `name` for {glue:text}`name` in the chapter's text (myst-nb), or do nothing."""
+    """Record `value` under `name`: in `glued`, and for {glue:text}`name` in the chapter's text (myst-nb)."""
+    glued[name] = value
     if _myst_glue is not None:
         _myst_glue(name, value, display=display)
+
+
+def fill(template: str) -> str:
+    """`template` with each {{name}} or {{name:format_spec}} replaced by the value glued under that name, written
+    as the book writes it: Markdown values (IPython's Markdown) as their Markdown, other values as myst-nb's
+    {glue:text} writes them (their plain-text form, read back as a Python literal where it is one, then formatted
+    with the spec: `:.2f`, `:,`, `:.1%` ...). A name not glued yet is an error, never a blank."""
+    missing = [m[1] for m in PLACEHOLDER.finditer(template) if m[1] not in glued]
+    if missing:
+        raise LookupError(f"not glued yet: {', '.join(dict.fromkeys(missing))}. The text quotes values that the cells "
+                          "above it compute; run those first (in Colab: Runtime > Run before)")
+    return PLACEHOLDER.sub(lambda m: _as_text(m[1], glued[m[1]], m[2] or ""), template)
+
+
+def show_markdown(template: str) -> None:
+    """Display `template` as Markdown, its glued values filled in (`fill`)."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(fill(template)))
+
+
+def _as_text(name: str, value, spec: str) -> str:
+    if hasattr(value, "_repr_markdown_"):
+        markdown = value._repr_markdown_()
+        return markdown[0] if isinstance(markdown, tuple) else markdown
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # a numpy or torch scalar: its Python number
+        value = value.item()
+    if not isinstance(value, str):
+        from IPython.core.formatters import PlainTextFormatter
+
+        text = PlainTextFormatter()(value)
+        try:
+            value = literal_eval(text)
+        except (SyntaxError, ValueError):
+            value = text
+    if not spec:
+        return str(value)
+    kind = spec[-1]
+    try:
+        if kind in "bcdoxX":
+            value = int(value)
+        elif kind in "eEfFgGn%":
+            value = float(value)
+        elif kind == "s":
+            value = str(value)
+        return format(value, spec)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"the value glued as {name!r}, {value!r}, does not take the format {spec!r}") from error
 
 
 def machine() -> str:
