@@ -32,7 +32,7 @@ def test_split_rows_follow_the_paper_layout():
     assert [float(shown[r, 5]) for r in row_centres] == [0.0, 0.25, 0.5, 0.75]  # sigma on top, x at the bottom
 
 
-BODY_SMALLEST_TEXT_PX = 13.6  # the smallest text of the book's pages (captions, code): 0.85 of a 16-pixel body
+BODY_SMALLEST_TEXT_PX = 12.8  # the smallest text of the book's pages: code, 0.8 of the 16-pixel body
 
 
 def rendered_text_px(points: float, fig) -> float:

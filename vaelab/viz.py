@@ -34,14 +34,14 @@ PIXELATED = "vaelab-pixelated"  # CSS class of the widgets whose pictures keep s
 
 # ---------------------------------------------------------------- static figures
 
-# The book's column is about 720 CSS pixels wide at a 1280-pixel window (and at 800, where the side bar folds away).
-# A figure COLUMN_INCHES wide at the style's dpi is drawn at that width, so the browser shows it at its natural
-# size and a font of F points is F * DPI / 72 pixels high on the page: the smallest font below (tick labels,
-# legends, 10 points) is 13.9 pixels, as large as the smallest text of the page's body (captions, code, about 13.6).
-# A wider figure is shrunk to the column, and its text with it: draw at most COLUMN_INCHES wide (`panels` wraps
-# many panels into rows), and never pass a fontsize below MIN_FONT_POINTS.
+# The book's column shows a figure at most 672 CSS pixels wide at a 1280-pixel window (720 at 800, where the side
+# bar folds away). A figure COLUMN_INCHES wide at the style's DPI is 670 pixels, so the browser shows it at its
+# natural size, and a font of F points is F * DPI / 72 pixels high on the page: the smallest font below (tick labels,
+# legends, 10 points) is 13.9 pixels, above the smallest text of the page's body (code, 12.8 pixels). A wider figure
+# is shrunk to the column, and its text with it: draw at most COLUMN_INCHES wide (`panels` wraps many plots into
+# rows), and pass no fontsize below MIN_FONT_POINTS. tests/site checks both on the rendered pages.
 DPI = 100
-COLUMN_INCHES = 7.2
+COLUMN_INCHES = 6.7
 MIN_FONT_POINTS = 10
 THUMBNAIL_INCHES = 0.75  # each image of an image grid: 75 pixels, nearly three times a 28-pixel image
 
