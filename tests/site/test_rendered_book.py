@@ -19,60 +19,24 @@ Environment: VAELAB_CHROMIUM (default /usr/bin/chromium), VAELAB_SCREENSHOTS (de
 from __future__ import annotations
 
 import ast
-import functools
 import html.parser
-import http.server
 import json
-import os
 import re
-import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import yaml
 
 import cdn_cache
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("VAELAB_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"]  # a small /dev/shm (containers) must not crash a long page
 SUMMARY = pytest.StashKey[list]()  # lines for the terminal summary (conftest.py)
 WIDGET_VIEW = 'script[type="application/vnd.jupyter.widget-view+json"]'
 SHOWS = {("plt", "show"), ("fig", "show")}  # plt.show(), fig.show()
 
 
 # ---------------------------------------------------------------- what the book should contain, from its sources
-
-
-def book_root(config) -> Path:
-    """The book's sources (_toc.yml, the notebooks): --book, $VAELAB_BOOK, or this repository."""
-    value = config.getoption("book", default=None) or os.environ.get("VAELAB_BOOK")
-    return Path(value).resolve() if value else ROOT
-
-
-def toc_pages(root: Path = ROOT) -> list[str]:
-    """Every document of the table of contents, without its suffix, in reading order."""
-    data = yaml.safe_load((root / "_toc.yml").read_text())
-    pages = [data["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                pages.append(entry["file"])
-            walk(entry.get("sections"))
-            walk(entry.get("chapters"))
-            for part in entry.get("parts", []):
-                walk(part.get("chapters"))
-
-    walk(data.get("chapters"))
-    for part in data.get("parts", []):
-        walk(part.get("chapters"))
-    return [str(Path(p).with_suffix("")) for p in pages]
 
 
 @dataclass
@@ -148,62 +112,6 @@ def figure_id(name: str) -> str:
     from docutils.nodes import fully_normalize_name, make_id
 
     return make_id(fully_normalize_name(name))
-
-
-# ---------------------------------------------------------------- the site, served
-
-
-def _site_dir(config) -> Path | None:
-    value = config.getoption("site", default=None) or os.environ.get("VAELAB_SITE")
-    return Path(value).resolve() if value else None
-
-
-@pytest.fixture(scope="session")
-def site(pytestconfig) -> Path:
-    folder = _site_dir(pytestconfig)
-    if folder is None:
-        pytest.skip("no built site to test: build the book, then run with --site _build/html or VAELAB_SITE "
-                    "(.ci/test does)")
-    if not (folder / "index.html").is_file():
-        pytest.fail(f"{folder} has no index.html: is it a built book (_build/html)?")
-    return folder
-
-
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - quiet; the browser reports failures
-        pass
-
-
-@pytest.fixture(scope="session")
-def server(site):
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                            functools.partial(_Handler, directory=str(site)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
-    httpd.shutdown()
-    httpd.server_close()
-
-
-@pytest.fixture(scope="session")
-def browser(site):
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("the site test needs playwright: .ci/setup-site installs requirements-site.txt")
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium chromium-driver (.ci/run does)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(scope="session")
-def screenshots(site) -> Path:
-    folder = Path(os.environ.get("VAELAB_SCREENSHOTS", site.parent / "screenshots"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 # ---------------------------------------------------------------- one visit per page
@@ -534,21 +442,6 @@ def static_ids(site):
 
 
 # ---------------------------------------------------------------- the checks, page by page
-
-
-def pytest_generate_tests(metafunc):
-    if "page" in metafunc.fixturenames:
-        metafunc.parametrize("page", toc_pages(book_root(metafunc.config)))
-
-
-@pytest.fixture(scope="session")
-def book(pytestconfig) -> Path:
-    return book_root(pytestconfig)
-
-
-@pytest.fixture(scope="session")
-def pages(pytestconfig) -> list[str]:
-    return toc_pages(book_root(pytestconfig))
 
 
 def _where(v: Visit) -> str:
