@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import urllib.parse
 
 import pytest
@@ -119,3 +120,26 @@ def test_the_measure_tells_what_fits_from_what_does_not(chromium):
     figures = layout.figure_problems(m, min_font_points=10, dpi=100)
     assert len(figures) == 3, figures  # the shrunk 1300-px figure, the 200-px one, the 30-px widget picture
     assert "smaller than the body's" in figures[0] and "under 300" in figures[1] and "widget" in figures[2]
+
+
+def test_bookkeeping_is_counted_as_measure_pages_defines_it(tmp_path):
+    from measure_pages import measure_notebook
+
+    def cell(source, tags=()):
+        return {"cell_type": "code", "metadata": {"tags": list(tags)}, "source": source, "outputs": [],
+                "execution_count": None}
+
+    notebook = {"cells": [
+        cell('import sys\nif "google.colab" in sys.modules:\n    %pip install -q vaelab'),  # 3 lines, all Colab set-up
+        cell("t0 = time.perf_counter()\nmodel = train(recipe)  # teaches\n\nglue('loss', loss,\n     display=False)"),
+        cell("model, history, shown = vaelab.shipped.prefer(recipe, model, history)\nprint(shown)"),
+        cell("for name in names:\n    glue(name, values[name])", tags=["remove-cell"]),
+        cell("# only a comment\nx = 3"),
+        {"cell_type": "markdown", "metadata": {}, "source": "glue('not code', 1)"},
+    ], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "chapter.ipynb"
+    path.write_text(json.dumps(notebook))
+    measured = measure_notebook(path)
+    # code lines: 3 + 4 + 2 + 2 + 1; bookkeeping: the install cell, the clock, the two lines of glue, the swap and
+    # the hidden cell; not `model = train(...)`, `print(shown)` or `x = 3`
+    assert measured["code_lines"] == 12 and measured["bookkeeping_lines"] == 3 + 1 + 2 + 1 + 2, measured
