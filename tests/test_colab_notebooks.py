@@ -22,8 +22,8 @@ sys.modules["colab_notebooks"] = colab  # dataclasses look their module up by na
 _spec.loader.exec_module(colab)
 
 CHAPTERS = colab.chapters()
-MYST_RESIDUE = re.compile(r":::|\{glue|\{cite|\{numref|\{eq\}|\{ref\}|\{doc\}|\{bdg-|```\{|^\([\w.:-]+\)=|"
-                          r"\$\$[ \t]*\([\w.:-]+\)|:label:|:class:|:format:|\{\{", re.M)
+MYST_RESIDUE = re.compile(r":::|\{glue|\{cite|\{numref|\{(eq|ref|doc|math)\}`|\{bdg-|```\{|^\([\w.:-]+\)=|"
+                          r"\$\$[ \t]*\([\w.:-]+\)|:label:|:class:|:format:|\{\{\s*[A-Za-z_]\w*\s*(:[^{}]*)?\}\}", re.M)
 
 
 def colab_notebook(chapter: Path) -> nbformat.NotebookNode:
@@ -67,7 +67,8 @@ def test_a_colab_notebook_holds_plain_markdown_and_no_outputs(chapter):
     notebook = colab_notebook(chapter)
     for text in what_the_student_reads(notebook):
         residue = MYST_RESIDUE.search(colab.PLACEHOLDER.sub("", text))
-        assert residue is None, f"{chapter.name}: MyST left in {text[max(0, residue.start() - 80):residue.end() + 40]!r}"
+        where = text[max(0, residue.start() - 80):residue.end() + 40] if residue else ""
+        assert residue is None, f"{chapter.name}: MyST left in {where!r}"
     assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
     first = notebook.cells[0].source
     assert first.startswith("# ") and f"book/colab/{chapter.name}" in first, "the title and the Colab link"
@@ -206,8 +207,8 @@ def test_text_quoting_values_becomes_a_hidden_display_cell_after_the_cells_that_
     assert texts[2:] == ["## Values", "Early {{early:.2f}}.", None, "Late {{late:,}} here.", "The end.", None,
                          colab.CHAPTER_END_TEMPLATE]
     display = cells[3]
-    assert display.source.startswith("# @title\n") and display.metadata == {"cellView": "form",
-                                                                           "jupyter": {"source_hidden": True}}
+    assert display.source.startswith("# @title\n") and display.metadata == {
+        "cellView": "form", "jupyter": {"source_hidden": True}, "tags": ["hide-input"]}
 
 
 def test_a_value_that_no_cell_glues_or_an_unknown_role_is_refused(tmp_path):
@@ -265,6 +266,7 @@ def test_chapter_1_executed_shows_its_values_and_its_self_checks(tmp_path):
     assert shown, "chapter 1 displays no text"
     for text in shown:
         assert MYST_RESIDUE.search(text) is None, text
-    assert re.fullmatch(r"This run of the chapter took [\d.]+ (seconds|minutes) on .+, in quick mode\.", shown[-1])
+    assert re.fullmatch(r"This run of the chapter took [\d.]+ (seconds|minutes) on .+, in quick mode\.",
+                        shown[-1].strip())
     printed = json.dumps([o for c in notebook.cells if c.cell_type == "code" for o in c.outputs])
     assert printed.count("not done yet") == 2, "each coding exercise's self-check ran on its stub"

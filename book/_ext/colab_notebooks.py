@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
+import functools
 import re
 import sys
 from dataclasses import dataclass, field
@@ -40,7 +41,8 @@ EQUATION_FORMAT = "({number})"
 EXERCISE_FORMAT = "Exercise {number}"
 # Names glued by vaelab.chapter's Chapter.end(), the chapter's last cell, which no cell of the chapter glues.
 CHAPTER_END_GLUES = ("chapter_run_time", "chapter_machine", "chapter_mode")
-CHAPTER_END_TEMPLATE = "This run of the chapter took {{chapter_run_time}} on {{chapter_machine}}, in {{chapter_mode}} mode."
+CHAPTER_END_TEMPLATE = ("This run of the chapter took {{chapter_run_time}} on {{chapter_machine}}, in {{chapter_mode}} "
+                        "mode.")
 ADMONITIONS = {"admonition", "note", "tip", "hint", "important", "warning", "caution", "attention", "danger",
                "error", "seealso"}
 # A value in a template: {{name}} or {{name:format_spec}} (vaelab.chapter.fill reads the same syntax).
@@ -50,8 +52,6 @@ FENCE_OPEN = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|:{3,}|~{3,})\s*(?P<
 DIRECTIVE = re.compile(r"^\{(?P<name>[\w:-]+)\}\s*(?P<argument>.*)$")
 TARGET = re.compile(r"^\((?P<label>[^()\s]+)\)=\s*$")
 LABELLED_MATH = re.compile(r"\$\$(?P<math>.+?)\$\$[ \t]*\((?P<label>[^()\s]+)\)", re.S)
-GLUE_CALL = re.compile(r"\bglue\(\s*(?P<f>f?)(?P<quote>[\"'])(?P<name>[^\"']+)(?P=quote)")
-GLUE_CALL_BY_VARIABLE = re.compile(r"\bglue\(\s*[A-Za-z_]")
 STRING_LITERAL = re.compile(r"[\"']([A-Za-z_]\w*)[\"']")
 CHAPTER_END_CALL = re.compile(r"\bchapter\.end\(\)")
 
@@ -415,24 +415,98 @@ def glued_names(text: str) -> list[str]:
     return [match[1] for match in PLACEHOLDER.finditer(text)]
 
 
-def glue_sites(code_cells: list[tuple[int, str]]) -> dict[str, int]:
-    """name (or a pattern, for names made by f-strings) -> the first code cell that glues it, by reading the code:
-    glue("name", ...), glue(f"name_{x}", ...), or glue(variable, ...) with the names as string literals in that
-    cell, and Chapter.end()'s names at the cell that calls it."""
+def glue_sites(code_cells: list[tuple[int, str]], library: Path = ROOT / "vaelab") -> dict[str, int]:
+    """name (or "re:" and a pattern, for names built at run time) -> the first code cell that glues it, read from
+    the code: glue("name", ...); glue(f"name_{x}", ...); glue(variable, ...), taken to glue the names written as
+    string literals in its cell; a function of the chapter or of the library that glues, at the cells that call
+    it, with the names its arguments give (def glue_pair(prefix, ...): glue(f"{prefix}_difference", ...), then
+    glue_pair("gmm_prior", ...)); and Chapter.end()'s names at the cell that calls it."""
     sites: dict[str, int] = {}
+    helpers = dict(library_gluers(library))  # function -> its parameters, its glue calls' names
     for index, source in code_cells:
-        for call in GLUE_CALL.finditer(source):
-            name = call["name"]
-            if call["f"]:
-                name = "re:" + re.sub(r"\\\{[^}]*\\\}", r"\\w+", re.escape(name))
-            sites.setdefault(name, index)
-        if GLUE_CALL_BY_VARIABLE.search(source):
-            for literal in STRING_LITERAL.finditer(source):
-                sites.setdefault(literal[1], index)
+        tree = python_of(source)
+        if tree is None:
+            raise ConversionError(f"code cell {index} is not Python: {source[:80]!r}")
+        literals = [m[1] for m in STRING_LITERAL.finditer(source)]
+        in_helpers = set()
+        for function, parameters, calls in gluing_functions(tree):
+            helpers[function] = (parameters, [c.args[0] for c in calls])
+            in_helpers.update(id(c) for c in calls)
+        for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+            callee = call.func.id if isinstance(call.func, ast.Name) else \
+                call.func.attr if isinstance(call.func, ast.Attribute) else None
+            if is_glue_call(call) and call.args and id(call) not in in_helpers:
+                keys = name_keys(call.args[0], {}, literals)
+            elif callee in helpers:
+                parameters, names = helpers[callee]
+                bound = {parameter: argument.value for parameter, argument in zip(parameters, call.args)
+                         if isinstance(argument, ast.Constant) and isinstance(argument.value, str)}
+                bound.update({k.arg: k.value.value for k in call.keywords
+                              if isinstance(k.value, ast.Constant) and isinstance(k.value.value, str)})
+                keys = [key for name in names for key in name_keys(name, bound, literals)]
+            else:
+                continue
+            for key in keys:
+                sites.setdefault(key, index)
         if CHAPTER_END_CALL.search(source):
             for name in CHAPTER_END_GLUES:
                 sites.setdefault(name, index)
     return sites
+
+
+def gluing_functions(tree: ast.AST):
+    """(name, parameters, glue calls) of each function defined at the top of `tree` (not a method) that glues."""
+    for function in getattr(tree, "body", []):
+        if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            calls = [c for c in ast.walk(function) if is_glue_call(c) and c.args]
+            if calls:
+                arguments = function.args
+                yield function.name, [a.arg for a in arguments.posonlyargs + arguments.args + arguments.kwonlyargs], \
+                    calls
+
+
+@functools.lru_cache
+def library_gluers(library: Path) -> tuple:
+    """The library's functions that glue, for glue_sites."""
+    found = []
+    for path in sorted(library.rglob("*.py")):
+        for function, parameters, calls in gluing_functions(ast.parse(path.read_text())):
+            found.append((function, (parameters, [c.args[0] for c in calls])))
+    return tuple(found)
+
+
+def python_of(source: str) -> ast.Module | None:
+    """A code cell's syntax tree, its IPython magics and shell lines read as `pass`."""
+    lines = [re.sub(r"^(\s*)[%!].*$", r"\1pass", line) for line in source.split("\n")]
+    try:
+        return ast.parse("\n".join(lines))
+    except SyntaxError:
+        return None
+
+
+def is_glue_call(node: ast.AST) -> bool:
+    return isinstance(node, ast.Call) and (
+        (isinstance(node.func, ast.Name) and node.func.id == "glue") or
+        (isinstance(node.func, ast.Attribute) and node.func.attr == "glue"))
+
+
+def name_keys(expression: ast.expr, bound: dict[str, str], literals: list[str]) -> list[str]:
+    """The names a glue call's first argument can take: the name, a pattern, or the cell's string literals."""
+    if isinstance(expression, ast.Constant) and isinstance(expression.value, str):
+        return [expression.value]
+    if isinstance(expression, ast.Name):
+        return [bound[expression.id]] if expression.id in bound else literals
+    if isinstance(expression, ast.JoinedStr):
+        pattern = ""
+        for part in expression.values:
+            if isinstance(part, ast.Constant):
+                pattern += re.escape(str(part.value))
+            elif isinstance(part.value, ast.Name) and part.value.id in bound:
+                pattern += re.escape(bound[part.value.id])
+            else:
+                pattern += r"\w+"
+        return ["re:" + pattern]
+    return ["re:\\w+"]  # a name computed some other way: any name, from this cell on
 
 
 def glued_at(name: str, sites: dict[str, int]) -> int | None:
@@ -478,8 +552,9 @@ def display_source(markdown: str) -> str:
 
 def display_cell(markdown: str) -> nbformat.NotebookNode:
     cell = nbformat.v4.new_code_cell(display_source(markdown))
-    # Colab shows a form cell as its title with the code folded away; JupyterLab folds a source_hidden input.
-    cell.metadata = {"cellView": "form", "jupyter": {"source_hidden": True}}
+    # Colab shows a form cell as its title with the code folded away; JupyterLab folds a source_hidden input;
+    # nbconvert and Jupyter Book drop or fold the input of a cell tagged hide-input, when told to.
+    cell.metadata = {"cellView": "form", "jupyter": {"source_hidden": True}, "tags": ["hide-input"]}
     return cell
 
 
