@@ -198,7 +198,7 @@ def test_text_quoting_values_becomes_a_hidden_display_cell_after_the_cells_that_
         ("markdown", "## Values\n\nEarly {glue:text}`early:.2f`.\n\nLate {glue:text}`late:,` here.", {}),
         ("code", 'glue("late", 12345)', {}),
         ("markdown", "The end.", {}),
-        ("code", "chapter.end()", {}),
+        ("code", "chapter.end()", {"tags": ["remove-cell"]}),
     ]})
     cells = convert(root, "01_a").cells
     texts = [colab.read_template(c.source) if c.cell_type == "code" else c.source for c in cells]
@@ -206,6 +206,8 @@ def test_text_quoting_values_becomes_a_hidden_display_cell_after_the_cells_that_
                        "small.\n\nPlain words."
     assert texts[2:] == ["## Values", "Early {{early:.2f}}.", None, "Late {{late:,}} here.", "The end.", None,
                          colab.CHAPTER_END_TEMPLATE]
+    end = cells[-2]  # bookkeeping that the book hides: folded the same way, and still run
+    assert end.source == "# @title\nchapter.end()" and end.metadata["cellView"] == "form"
     display = cells[3]
     assert display.source.startswith("# @title\n") and display.metadata == {
         "cellView": "form", "jupyter": {"source_hidden": True}, "tags": ["hide-input"]}

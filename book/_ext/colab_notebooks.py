@@ -668,9 +668,15 @@ def cells_of(groups: list[tuple[str, list[str]]]) -> list[nbformat.NotebookNode]
     return cells
 
 
+HIDDEN_IN_THE_BOOK = {"remove-cell", "remove-input", "hide-input", "hide-cell"}
+
+
 def code_cell(cell: nbformat.NotebookNode, index: int) -> nbformat.NotebookNode:
     new = nbformat.v4.new_code_cell(cell.source)
     new.metadata = {key: value for key, value in cell.metadata.items() if key not in ("mystnb", "myst", "execution")}
+    if HIDDEN_IN_THE_BOOK & set(cell.metadata.get("tags", [])):  # bookkeeping the book hides: folded, still run
+        new.source = "# @title\n" + cell.source
+        new.metadata.update({"cellView": "form", "jupyter": {"source_hidden": True}})
     new["id"] = f"src-{index}"  # found again by the position of chapter.end(); renumbered at the end
     return new
 

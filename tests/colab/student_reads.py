@@ -13,6 +13,7 @@ import nbformat
 
 MYST = re.compile(r":::|\{glue|\{cite|\{numref|\{(eq|ref|doc|math)\}`|\{bdg-|```\{|^\([\w.:-]+\)=|"
                   r"\$\$[ \t]*\([\w.:-]+\)|:label:|:class:|:format:|\{\{\s*[A-Za-z_]\w*\s*(:[^{}]*)?\}\}", re.M)
+DISPLAYS_TEXT = "from vaelab.chapter import show_markdown"  # the cells written to show the chapter's text
 SOLUTION = re.compile(r"^(?P<fence>`{3,}|:{3,})\{solution\}[^\n]*\n(?P<body>.*?)^(?P=fence)[ \t]*$", re.M | re.S)
 
 
@@ -27,10 +28,9 @@ def problems(executed: nbformat.NotebookNode, source: nbformat.NotebookNode) -> 
         markdown = [o["data"]["text/markdown"] for o in cell.get("outputs", [])
                     if o.get("output_type") in ("display_data", "execute_result") and "text/markdown" in o["data"]]
         read += [(f"the Markdown displayed by cell {index}", text) for text in markdown]
-        if cell.metadata.get("cellView") == "form":
-            if len(markdown) != 1:
-                found.append(f"hidden cell {index} displayed {len(markdown)} Markdown outputs, not 1")
-    if not any(cell.metadata.get("cellView") == "form" for cell in executed.cells):
+        if DISPLAYS_TEXT in cell.source and len(markdown) != 1:
+            found.append(f"hidden cell {index} displayed {len(markdown)} Markdown outputs, not 1")
+    if not any(DISPLAYS_TEXT in cell.source for cell in executed.cells):
         found.append("no hidden cell displays the chapter's text with its values")
     for where, text in read:
         if match := MYST.search(text):
@@ -56,7 +56,7 @@ def main(executed_path: str, source_path: str) -> int:
     found = problems(executed, nbformat.read(source_path, as_version=4))
     for problem in found:
         print(f"{executed_path}: {problem}", file=sys.stderr)
-    hidden = sum(cell.metadata.get("cellView") == "form" for cell in executed.cells)
+    hidden = sum(DISPLAYS_TEXT in cell.source for cell in executed.cells)
     if not found:
         print(f"  what the student reads: plain Markdown, no solution, {hidden} hidden cells' text with its values")
     return 1 if found else 0
