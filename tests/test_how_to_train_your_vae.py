@@ -18,9 +18,11 @@ from vaelab.how_to_train_your_vae import PRESETS, HowToTrainYourVAE, HowToTrainY
 from vaelab.losses import (HowNotToTrainLoss, HowToTrainLoss, discriminator_loss, gaussian_kl,
                            generator_adversarial_loss, global_kl, variance_regulariser)
 from vaelab.nn.resnet_v2 import (ConvTriBlockV2, PatchGAN, ResBlockConvTV2, ResBlockConvV2, ResBlockIdV2,
-                                 keras_init)
+                                 keras_init, upsample_conv)
+from vaelab.metrics import adversary_accuracy, patch_accuracy
 from vaelab.split_vae import keras_parameter_count
 from vaelab.train import NonFiniteLossError
+from tensorflow_reference import tensorflow_same_conv
 
 # 8x8 grey images, two stages (8 -> 2), every kind of layer the paper's network has; a 2-layer PatchGAN (4x4 map).
 TINY = HowToTrainYourVAEConfig(image_size=8, in_channels=1, latent_dim=8, filters=4, stages=2,
@@ -233,7 +235,7 @@ def test_encoder_normalises_each_image_and_channel_over_its_pixels():
     assert model.encoder.normalise.weight.shape == (8, 8)  # one gain per pixel, as Keras' (H, W) gamma
 
 
-def test_presets_match_the_spec():
+def test_presets_have_the_original_shapes():
     quick, celeba, paper = PRESETS["quick"], PRESETS["celeba64"], PRESETS["celebahq256"]
     assert (quick.image_size, quick.code_size, quick.stages) == (32, 4, 3)
     assert (celeba.image_size, celeba.code_size, celeba.stages) == (64, 4, 4)
@@ -312,3 +314,92 @@ def test_metrics_and_explorer_work_unchanged(tmp_path):
     decoded = metrics.decode(model, gmm.sample(7))
     assert decoded.shape == (7, 1, 8, 8) and 0 <= decoded.min() and decoded.max() <= 1
     assert viz.latent_explorer(model, x[:6], n_latents=2, steps=3, pairs=2) is not None
+
+
+# ---------------------------------------------------------------- the original's grid and batch norm as it ran
+
+
+@pytest.mark.parametrize("size", [8, 32])
+def test_patchgan_strided_layers_sample_on_tensorflows_grid(size):
+    d = PatchGAN(1, (3, 2), (2, 1)).double().eval()
+    conv = d.layers[0]
+    x = torch.randn(2, 1, size, size, dtype=torch.float64)
+    expected = tensorflow_same_conv(x, conv.weight) + conv.bias[None, :, None, None]
+    torch.testing.assert_close(conv(x), expected)
+    stride_one = d.layers[4]  # Conv -> BN -> LeakyReLU -> Dropout, then the second conv
+    y = torch.randn(2, 3, size // 2, size // 2, dtype=torch.float64)
+    torch.testing.assert_close(stride_one(y), tensorflow_same_conv(y, stride_one.weight, stride=1)
+                               + stride_one.bias[None, :, None, None])
+
+
+def test_decoder_upsampling_is_the_adjoint_of_tensorflows_same_conv():
+    # Keras' Conv2DTranspose('same') is the adjoint of Conv2D('same') on twice the size: <conv(x), y> = <x, up(y)>
+    up = upsample_conv(3, 2).double()
+    with torch.no_grad():
+        up.bias.zero_()
+    x, y = torch.randn(2, 2, 8, 8, dtype=torch.float64), torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    down = tensorflow_same_conv(x, up.weight)  # ConvTranspose2d(3 -> 2) holds the weight of a Conv2d(2 -> 3)
+    assert up(y).shape == (2, 2, 8, 8)
+    torch.testing.assert_close((down * y).sum(), (x * up(y)).sum())
+
+
+def test_batch_norm_and_dropout_run_in_inference_mode_as_the_original_ran(tmp_path):
+    model, objective, _ = train(tmp_path, 1)
+    for network in (model, objective.adversary):
+        network.train()
+        layers = [m for m in network.modules() if isinstance(m, (nn.BatchNorm2d, nn.Dropout))]
+        assert layers and not any(m.training for m in layers)
+        for m in network.modules():
+            if isinstance(m, nn.BatchNorm2d):  # a learned affine map: the moving statistics never moved
+                assert torch.equal(m.running_mean, torch.zeros_like(m.running_mean))
+                assert torch.equal(m.running_var, torch.ones_like(m.running_var))
+    assert any(not torch.equal(m.weight, torch.ones_like(m.weight)) for m in model.modules()
+               if isinstance(m, nn.BatchNorm2d))  # while their scales did learn
+    batch = HowToTrainYourVAE(dataclasses.replace(TINY, normalisation="batch")).train()
+    assert all(m.training for m in batch.modules() if isinstance(m, nn.BatchNorm2d))
+    with pytest.raises(ValueError, match="normalisation"):
+        HowToTrainYourVAEConfig(normalisation="group")
+
+
+def _real_or_blurred(normalisation: str) -> float:
+    """The quick preset's PatchGAN trained 150 steps to tell Fashion-MNIST images (padded to 32x32, on the
+    original's [-1, 1] scale) from the same images blurred by a 3x3 box filter, each batch in its own call as in
+    training; its patch accuracy on 500 held-out images."""
+    from vaelab.data import load
+    x = torch.nn.functional.pad(load("fashion-mnist", "train", limit=3000).images, (2, 2, 2, 2)) * 2 - 1
+    blurred = lambda im: torch.nn.functional.avg_pool2d(torch.nn.functional.pad(im, (1, 1, 1, 1), mode="replicate"),
+                                                        3, stride=1)
+    train_images, held_out = x[:2500], x[2500:]
+    d = patchgan(dataclasses.replace(PRESETS["quick"], normalisation=normalisation), seed=0)
+    optimizer = torch.optim.Adam(d.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    g = torch.Generator().manual_seed(0)
+    d.train()
+    for _ in range(150):
+        batch = train_images[torch.randint(0, len(train_images), (25,), generator=g)]
+        loss = discriminator_loss(d(batch), d(blurred(batch)))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        return patch_accuracy(d.eval()(held_out), d(blurred(held_out)))
+
+
+def test_patchgan_learns_to_tell_real_from_blurred_images():
+    assert _real_or_blurred("inference") > 0.7  # measured 0.80; chance is 0.5
+
+
+def test_patchgan_ending_in_training_mode_batch_norm_cannot_learn():
+    # The pitfall the original avoided without saying so: separate calls, each batch's logits normalised alike.
+    assert _real_or_blurred("batch") < 0.6  # measured 0.52
+
+
+def test_patch_accuracy_weights_real_and_generated_halves_equally(tmp_path):
+    real, fake = torch.tensor([2.0, -1.0, 3.0, 4.0]), torch.tensor([-1.0, -2.0])
+    assert patch_accuracy(real, fake) == pytest.approx(0.5 * (3 / 4 + 1))
+    model, objective, _ = train(tmp_path, 1)
+    x = images(30, seed=5)
+    d = objective.adversary
+    with torch.no_grad():
+        torch.manual_seed(0)
+        by_hand = patch_accuracy(d(2 * x - 1), d(model(x).x_hat_signed))
+    assert adversary_accuracy(d, model, x, batch_size=30) == pytest.approx(by_hand)

@@ -148,3 +148,31 @@ def test_evaluate_reads_a_shipped_checkpoint(tmp_path, tiny):
     renamed = path.with_name("renamed.pt")
     path.rename(renamed)
     assert main(["evaluate", str(renamed)]) == 2  # shipped files are found by name: another name is refused
+
+
+def test_an_adversarial_run_ships_per_seed_with_its_discriminator_checked_every_epoch(tmp_path, monkeypatch):
+    from vaelab import how_to_train_your_vae as how_to_train
+    from vaelab.losses import HowToTrainLoss
+    monkeypatch.setenv("VAELAB_RUNS", str(tmp_path / "runs"))
+    config = how_to_train.HowToTrainYourVAEConfig(image_size=8, in_channels=1, latent_dim=8, filters=4, stages=2,
+                                                 discriminator_filters=(4, 1), discriminator_strides=(2, 1))
+    recipe = recipes.Recipe("tiny_gan", "digits", config, 1.0, TrainConfig(epochs=1, batch_size=50, progress=False),
+                            train_limit=200)
+    experiment = recipes.Experiment(recipe, how_to_train.HowToTrainYourVAE,
+                                    lambda r: HowToTrainLoss(how_to_train.patchgan(r.model, seed=r.train.seed)),
+                                    tag="_gan")
+    monkeypatch.setitem(recipes.RECIPES, "tiny-gan", lambda: experiment)
+    monkeypatch.setattr(shipped, "HELD_OUT_IMAGES", 40)
+    assert main(["ship", "tiny-gan", "--epochs", "2", "--seed", "1", "--out", str(tmp_path / "shipped")]) == 0
+    [path] = (tmp_path / "shipped").glob("*.pt")
+    assert path.name == "tiny_gan_HowToTrainYourVAE_gan_seed1.pt"
+    payload = load_checkpoint(path, shipped.SHIPPED_FORMAT)
+    assert payload["seed"] == 1 and payload["held_out"]["steps"] == [4, 8]
+    assert all(0 <= a <= 1 for a in payload["held_out"]["adversary_accuracy"])
+    seeded = experiment.seeded(1)
+    assert shipped.load(seeded.recipe, how_to_train.HowToTrainYourVAE(config), "_gan", seeded.make_objective(),
+                        tmp_path / "shipped") is not None
+    assert shipped.load(recipe, how_to_train.HowToTrainYourVAE(config), "_gan", experiment.make_objective(),
+                        tmp_path / "shipped") is None  # seed 0 is another run, not shipped
+    [row] = shipped.inventory(tmp_path / "shipped")
+    assert row["seed"] == 1 and row["status"] == "current"

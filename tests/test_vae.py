@@ -5,6 +5,7 @@ from torch.distributions import Normal
 from vaelab import PRESETS, VAE, VAEConfig
 from vaelab import nn as blocks
 from vaelab.vae import Encoder
+from tensorflow_reference import tensorflow_same_conv
 
 
 def test_decoder_widths_follow_the_paper():
@@ -56,29 +57,12 @@ def test_reparameterisation_has_the_right_moments_and_density():
     torch.testing.assert_close(Encoder.log_prob(z[:5], mu, logvar), expected)
 
 
-def _tensorflow_same_conv(x, weight, stride=2):
-    """Conv2D 'same' written from TensorFlow's definition, one output pixel at a time: output (i, j) reads
-    inputs stride*i + a - top, stride*j + b - left with top = floor(total padding / 2), zeros outside."""
-    k, size = weight.shape[-1], x.shape[-1]
-    out_size = -(-size // stride)
-    top = max((out_size - 1) * stride + k - size, 0) // 2
-    out = torch.zeros(x.shape[0], weight.shape[0], out_size, out_size, dtype=x.dtype)
-    for i in range(out_size):
-        for j in range(out_size):
-            for a in range(k):
-                for b in range(k):
-                    r, c = stride * i + a - top, stride * j + b - top
-                    if 0 <= r < size and 0 <= c < size:
-                        out[:, :, i, j] += x[:, :, r, c] @ weight[:, :, a, b].T
-    return out
-
-
 @pytest.mark.parametrize("size", [8, 7, 28])
 def test_downsample_samples_on_tensorflows_grid(size):
     conv = blocks.downsample(2, 3)
     torch.nn.init.zeros_(conv.bias)
     x = torch.randn(2, 2, size, size, dtype=torch.float64)
-    torch.testing.assert_close(conv.double()(x), _tensorflow_same_conv(x, conv.weight.double()))
+    torch.testing.assert_close(conv.double()(x), tensorflow_same_conv(x, conv.weight.double()))
     # a delta image: with a kernel that keeps only its centre, output (1, 1) sees input (3, 3) on an even size
     centre = blocks.downsample(1, 1)
     with torch.no_grad():

@@ -44,7 +44,7 @@ def load_shipped_model(path: Path) -> tuple[nn.Module, dict] | None:
         return None
     if payload["experiment"] not in recipes.RECIPES:
         raise CheckpointError(f"{path} was shipped from the recipe {payload['experiment']!r}, which vaelab no longer has")
-    experiment = recipes.RECIPES[payload["experiment"]]()
+    experiment = recipes.RECIPES[payload["experiment"]]().seeded(payload.get("seed", 0))
     recipe = experiment.recipe
     loaded = shipped.load(recipe, experiment.model_class(recipe.model), experiment.tag, experiment.make_objective(),
                           Path(path).parent)
@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "provenance, as a shipped checkpoint (vaelab/shipped/) that chapters show")
     ship_cmd.add_argument("recipe", choices=list(recipes.RECIPES), metavar="RECIPE")
     ship_cmd.add_argument("--epochs", type=int, required=True, help="epochs in all (more than the recipe's)")
+    ship_cmd.add_argument("--seed", type=int, default=0, help="the training seed (default 0, the page's run's)")
     ship_cmd.add_argument("--out", type=Path, default=shipped.SHIPPED, help="folder (default: vaelab/shipped)")
     commands.add_parser("shipped", help="list the shipped checkpoints and whether each is current")
     commands.add_parser("recipes", help="list the recipes")
@@ -149,13 +150,14 @@ def main(argv: list[str] | None = None) -> int:
             if rank == 0:
                 print("finished: " + "  ".join(f"{k} {v[-1]:.4g}" for k, v in history.epochs.items()))
         elif args.command == "shipped":
-            print("| recipe | epochs | steps (the page's run) | training | trained on | commit | MiB | status |")
-            print("|---|---|---|---|---|---|---|---|")
+            print("| recipe | seed | epochs | steps (the page's run) | training | trained on | commit | MiB | status |")
+            print("|---|---|---|---|---|---|---|---|---|")
             for r in shipped.inventory():
-                print(f"| `{r['recipe']}` | {r['epochs']} | {r['steps']:,} ({r['recipe_steps']:,}) | "
+                print(f"| `{r['recipe']}` | {r['seed']} | {r['epochs']} | {r['steps']:,} ({r['recipe_steps']:,}) | "
                       f"{r['minutes']:.1f} min | {r['trained_on']} | {r['commit']} | {r['MiB']:.1f} | {r['status']} |")
         elif args.command == "ship":
-            path = shipped.ship(recipes.RECIPES[args.recipe](), args.epochs, args.out, experiment_name=args.recipe)
+            path = shipped.ship(recipes.RECIPES[args.recipe]().seeded(args.seed), args.epochs, args.out,
+                                experiment_name=args.recipe)
             print(f"written {path} ({path.stat().st_size / 2**20:.1f} MiB)")
         else:
             if args.samples < 2:

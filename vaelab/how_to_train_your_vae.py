@@ -1,4 +1,5 @@
-"""The residual VAE of Rivera's "How to train your VAE" (ICIP 2024; spec 3.3), rebuilt from the original Keras code.
+"""The residual VAE of Rivera's "How to train your VAE" (ICIP 2024, Sec. 2 and Fig. 3), rebuilt from the original
+Keras code.
 
     x in [0,1] -> 2x - 1 -> LayerNorm over (H, W) -> Conv3x3 -> R x [r ResBlockIdV2 -> ResBlockConvV2]
                -> Conv1x1 (L/8 channels) -> flatten -> Linear: mu, log sigma^2          (the residual encoder)
@@ -12,6 +13,9 @@ code. The original works on images in [-1, 1] and never squashes the decoder's o
 vaelab model's (`encode`, `decode`, `forward`, `sample`, `prior`), with images in [0,1] in and out: `encode` maps
 its input to [-1, 1] itself, `decode` returns (y + 1) / 2 clipped to [0,1], and `forward` also returns y itself
 (`x_hat_signed`) for the loss.
+
+Batch normalisation and dropout run as the original ran them (`vaelab.nn.resnet_v2`): in inference mode during
+training too, so that every BatchNormalization is a learned per-channel affine map (config `normalisation`).
 """
 import math
 from dataclasses import asdict, dataclass
@@ -20,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .nn.resnet_v2 import (KERAS_BN_MOMENTUM, PatchGAN, ResBlockConvTV2, ResBlockConvV2, ResBlockIdV2,
-                           keras_init)
+                           keep_inference_mode, keras_init)
 from .vae import StandardNormalPrior, VAEOutput
 
 KERAS_LAYER_NORM_EPS = 1e-3
@@ -37,7 +41,10 @@ class HowToTrainYourVAEConfig:
     stages: int = 6  # R: the encoder halves the size R times, the decoder doubles it R times
     encoder_blocks: int = 2  # r: identity blocks per encoder stage
     decoder_blocks: int = 1  # identity blocks per decoder stage (the code's 1; the paper's caption says 2)
-    bn_momentum: float = KERAS_BN_MOMENTUM
+    bn_momentum: float = KERAS_BN_MOMENTUM  # matters only with normalisation="batch"
+    # "inference": batch norm and dropout in inference mode while training, as the original ran (its train_step
+    # calls the networks without training=True); "batch": PyTorch's training mode (batch statistics, dropout on)
+    normalisation: str = "inference"
     discriminator_filters: tuple[int, ...] = (128, 128, 128, 64, 64, 1)
     discriminator_strides: tuple[int, ...] = (2, 2, 2, 1, 1, 1)
 
@@ -46,6 +53,7 @@ class HowToTrainYourVAEConfig:
             raise ValueError(f"image_size {self.image_size} cannot be halved stages={self.stages} times")
         if self.latent_dim % 8:
             raise ValueError(f"latent_dim {self.latent_dim} must be a multiple of 8 (the code has L/8 channels)")
+        keep_inference_mode(nn.Module(), self.normalisation)  # checks the name
         if self.image_size % math.prod(self.discriminator_strides):
             raise ValueError(f"image_size {self.image_size} is not divisible by the discriminator's strides "
                              f"{self.discriminator_strides}")
@@ -61,18 +69,16 @@ class HowToTrainYourVAEConfig:
 
 
 PRESETS = {
-    # The original (spec 3.3): CelebA-HQ 256x256, L=512, 128 filters, R=6, r=2 (encoder) and 1 (decoder).
+    # The original code's: CelebA-HQ 256x256, L=512, 128 filters, R=6, r=2 (encoder) and 1 (decoder).
     "celebahq256": HowToTrainYourVAEConfig(),
-    # Spec 4.4's GPU run: CelebA 64x64 with the Split-VAE crop, R=4 stages (64 -> 4), the original's PatchGAN.
+    # The book's GPU run: CelebA 64x64 with the Split-VAE crop, R=4 stages (64 -> 4), the original's PatchGAN.
     "celeba64": HowToTrainYourVAEConfig(image_size=64, latent_dim=256, filters=64, stages=4),
-    # Spec 4.4's CPU run: Fashion-MNIST padded to 32x32, R=3 (32 -> 4); a 3-layer PatchGAN with an 8x8 logit map.
-    # L=128, not the spec's 16-32: with few latents each one carries much of the image, and the reconstruction's
+    # The book's CPU run: Fashion-MNIST padded to 32x32, R=3 (32 -> 4); a 3-layer PatchGAN with an 8x8 logit map.
+    # L=128, not 16-32: with few latents each one carries much of the image, and the reconstruction's
     # pull on its variance dwarfs the regulariser's push of 0.1; at L=16 the runs with and without the regulariser
     # had variances within a factor of 2 after 500 steps, at L=128 a factor of 4 after the chapter's 200 (measured).
-    # Batch norm's momentum 0.1, as the quick VAE's: Keras' 0.01 has a time constant of 100 steps, and a run of a
-    # few hundred would be evaluated with running statistics that still remember their initial values.
     "quick": HowToTrainYourVAEConfig(image_size=32, in_channels=1, latent_dim=128, filters=16, stages=3,
-                                     bn_momentum=0.1, discriminator_filters=(16, 16, 1),
+                                     discriminator_filters=(16, 16, 1),
                                      discriminator_strides=(2, 2, 1)),
 }
 
@@ -151,6 +157,12 @@ class HowToTrainYourVAE(nn.Module):
         self.prior = StandardNormalPrior(config.latent_dim)
         self.decoder = Decoder(config)
         keras_init(self)
+        self.train()
+
+    def train(self, mode: bool = True) -> "HowToTrainYourVAE":
+        super().train(mode)
+        keep_inference_mode(self, self.config.normalisation)
+        return self
 
     def check_input(self, x: Tensor) -> None:
         c = self.config
@@ -191,6 +203,6 @@ def patchgan(config: HowToTrainYourVAEConfig, seed: int = 0) -> PatchGAN:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         discriminator = PatchGAN(config.in_channels, config.discriminator_filters, config.discriminator_strides,
-                                 bn_momentum=config.bn_momentum)
+                                 bn_momentum=config.bn_momentum, normalisation=config.normalisation)
         keras_init(discriminator)
     return discriminator

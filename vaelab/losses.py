@@ -49,7 +49,7 @@ def _check_beta(beta: float) -> None:
 
 
 class GammaBalance:
-    """gamma as the Split-VAE code computes it (spec 1.3): a running mean of the per-pixel MSE, never increasing.
+    """gamma as the Split-VAE code computes it (book: eq-gamma): a running mean of the per-pixel MSE, never rising.
 
         mse_run <- 0.99 mse_run + 0.01 mse_batch;   gamma <- min(mse_run, gamma)
 
@@ -79,7 +79,7 @@ class GammaBalance:
 
 
 class BalancedGaussianELBO:
-    r"""The Split-VAE training loss (spec 1.3), averaged over the batch:
+    r"""The Split-VAE training loss (book: eq-balanced; Asperti et al. 2022, Sec. 3), averaged over the batch:
 
         L = 1/B sum_b [ SSE_b / (2 gamma)  +  beta * KL(q(z|x_b) || p(z)) ]
     """
@@ -146,8 +146,8 @@ class BernoulliELBO:
 
 
 # ---------------------------------------------------------------- the discretized logistic mixture (PixelCNN++)
-# The likelihood of the self-supervised VAE (spec 2.4): every pixel of an 8-bit image in [0,1] is a mixture of K
-# logistics, each integrated over the pixel's bin. Level k/255 owns [k/255 - b/2, k/255 + b/2] with b = 1/255;
+# The likelihood of the self-supervised VAE (book: eq-dmol; Gatopoulos & Tomczak, Sec. 3): every pixel of an 8-bit
+# image in [0,1] is a mixture of K logistics, each integrated over the pixel's bin. Level k/255 owns [k/255 - b/2, k/255 + b/2] with b = 1/255;
 # the two end bins stretch to -inf and +inf, so the 256 probabilities of a pixel sum to 1.
 
 DMOL_BIN = 1 / 255
@@ -263,7 +263,7 @@ def _to_level(x: Tensor) -> Tensor:
     return torch.round(x.clamp(0, 1) * 255) / 255
 
 
-# ---------------------------------------------------------------- "How to train your VAE" (Rivera; spec 3.2)
+# ---------------------------------------------------------------- "How to train your VAE" (Rivera, Sec. 2)
 # As the original code computes its loss. The original works on images in [-1, 1]: the objectives below map x to
 # 2x - 1 and compare it with the decoder's linear output (`x_hat_signed` of vaelab.how_to_train_your_vae).
 
@@ -274,7 +274,7 @@ def mean_absolute_error(x: Tensor, x_hat: Tensor) -> Tensor:
 
 
 def global_kl(mu: Tensor) -> Tensor:
-    r"""The KL of the batch's Gaussian of posterior means against the prior, one number per batch (spec 3.2):
+    r"""The KL of the batch's Gaussian of posterior means against the prior, one number a batch (eq-global-kl):
 
         m_j = 1/B sum_b mu_bj,   s_j^2 = 1/B sum_b (mu_bj - m_j)^2        (biased, as tf.math.reduce_variance)
         KL( N(m, diag s^2) || N(0, I) ) = 1/2 sum_j (m_j^2 + s_j^2 - log s_j^2 - 1)
@@ -343,7 +343,8 @@ class HowToTrainLoss:
         terms = {"mae": mae.detach(), "global_kl": glob.detach(), "variance_reg": individual.detach(),
                  **posterior_diagnostics(out.mu, out.logvar)}
         if self.adversary is not None:
-            # D sees the real and the generated batch in two calls, as the original (BN normalises each alone).
+            # D sees the real and the generated batch in two calls, as the original. Its batch norm runs in
+            # inference mode there (vaelab.nn.resnet_v2), so the calls do not normalise each batch on its own.
             # The one D(x_hat) serves both losses: fit takes L_G's gradient in the VAE's weights only and L_D's in
             # D's only, so no detach is needed.
             real_logits, fake_logits = self.adversary(x_signed), self.adversary(out.x_hat_signed)

@@ -130,13 +130,17 @@ class Experiment:
         recipe = replace(self.recipe, train=replace(self.recipe.train, **train_overrides))
         return train_recipe(recipe, self.model_class, self.tag, self.make_objective(recipe), runs)
 
+    def seeded(self, seed: int) -> "Experiment":
+        """The same experiment trained from another seed (initial weights, data order, noise, a PatchGAN's weights)."""
+        return replace(self, recipe=replace(self.recipe, train=replace(self.recipe.train, seed=seed)))
+
     def checkpoint(self, runs: Path | None = None) -> Path:
         """The run's checkpoint file (it exists once the run has trained at least one epoch)."""
         return checkpoint_path(self.recipe, self.model_class, self.tag, self.make_objective(self.recipe), runs)
 
 
 def split_vae_paper(dataset: str, model_class: type[nn.Module] = SplitVAE) -> Experiment:
-    """The Split-VAE paper's run on MNIST, CIFAR-10 or CelebA (spec 1.2-1.4): its network, beta and epochs,
+    """The Split-VAE paper's run on MNIST, CIFAR-10 or CelebA (its Sec. 4): its network, beta and epochs,
     Adam 1e-3, batches of 100, the whole training split."""
     preset = {"mnist": "mnist", "cifar10": "cifar10", "celeba": "celeba"}[dataset]
     prefix = "splitvae" if model_class is SplitVAE else "vae"
@@ -145,10 +149,10 @@ def split_vae_paper(dataset: str, model_class: type[nn.Module] = SplitVAE) -> Ex
     return Experiment(recipe, model_class)
 
 
-PAPER_EPOCHS = {"mnist": 250, "cifar10": 110, "celeba": 160}  # the Split-VAE paper (spec 1.2)
+PAPER_EPOCHS = {"mnist": 250, "cifar10": 110, "celeba": 160}  # the Split-VAE paper's epochs
 
 
-# The self-supervised VAE's optimiser (spec 2.8): AdaMax, lr 2e-3, eps 1e-7, the rate multiplied by 0.999999 after
+# The self-supervised VAE's optimiser (srVAE's code): AdaMax, lr 2e-3, eps 1e-7, the rate multiplied by 0.999999 after
 # every step down to 1e-4, batches of 32.
 SELF_SUPERVISED_TRAIN = dict(batch_size=32, lr=2e-3, optimizer="adamax", betas=(0.9, 0.999), eps=1e-7,
                              lr_decay=0.999999, min_lr=1e-4)
@@ -162,7 +166,7 @@ def self_supervised(variant: str, mode: str | None = None, **train_overrides) ->
     once (150 steps), the same for every variant, so that their bounds compare at equal budget; the learning rate
     starts at 5e-3, not 2e-3, which gave every variant a better bound in runs this short (measured: at 200 steps,
     -0.10 bpd for the VAE and -0.19 for the 2-level model). full: CIFAR-10 32 -> 16 (-> 8), srVAE's topology at half
-    its growth rates with the RealNVP prior (spec 4.3), 30 epochs of the whole training split, the paper's
+    its growth rates with the RealNVP prior, 30 epochs of the whole training split, the paper's
     optimiser.
     """
     if variant not in SELF_SUPERVISED_VARIANTS:
@@ -178,7 +182,7 @@ def self_supervised(variant: str, mode: str | None = None, **train_overrides) ->
 
 
 def self_supervised_paper(variant: str) -> Experiment:
-    """The self-supervised VAE paper's CIFAR-10 runs at srVAE's full size (spec 2.6, 2.8): the two-level model
+    """The self-supervised VAE paper's CIFAR-10 runs at srVAE's full size (Sec. 4 and srVAE's code): the two-level model
     ("2level") or the VAE with the RealNVP prior ("vae"), 2,000 epochs (srVAE's default; the paper gives none)."""
     config = SelfSupervisedVAEConfig(transforms=("downscale",))  # the defaults are srVAE's CIFAR-10 networks
     if variant == "vae":
@@ -190,7 +194,7 @@ def self_supervised_paper(variant: str) -> Experiment:
 def how_to_train_your_vae(mode: str | None = None, **train_overrides) -> Recipe:
     """Rivera's residual VAE (chapter 6), trained as the original: Adam with beta_1 = 0.5 and Keras' epsilon 1e-7.
 
-    full: CelebA 64x64 with the Split-VAE crop (spec 4.4), the `celeba64` preset, batches of 64 at the original's
+    full: CelebA 64x64 with the Split-VAE crop, the `celeba64` preset, batches of 64 at the original's
     learning rate 1e-4, 10 epochs (the original: CelebA-HQ 256x256, 300-400 epochs). quick: Fashion-MNIST padded to
     32x32, the `quick` preset, 5,000 images seen once in batches of 25 (200 steps) at 1e-3, so that the chapter's
     four runs train in 70 to 90 s on two CPU cores (measured). `beta` is the KL weight, 1 in both of the original's

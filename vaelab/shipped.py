@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import metrics
 from .chapter import machine
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .recipes import Experiment, Recipe, default_objective, run_digest, run_fields, runs_dir
@@ -47,6 +48,7 @@ from .train import History
 SHIPPED = Path(__file__).parent / "shipped"
 SHIPPED_FORMAT = "vaelab-shipped-1"
 HALF_PRECISION_TOLERANCE = 1e-3
+HELD_OUT_IMAGES = 500  # test images a shipped run's discriminator is checked on after every epoch
 
 
 class StaleCheckpointError(CheckpointError):
@@ -127,8 +129,9 @@ def _git_commit() -> str | None:
 
 def shipped_path(recipe: Recipe, model_class: type[nn.Module], tag: str = "", directory: Path = SHIPPED) -> Path:
     """The run's checkpoint file name without its digest: the digest is checked inside, so a changed recipe finds the
-    old file and is told it is stale instead of finding nothing."""
-    return Path(directory) / f"{recipe.name}_{model_class.__name__}{tag}.pt"
+    old file and is told it is stale instead of finding nothing. Seeds other than 0 are named: `..._seed2.pt`."""
+    seed = f"_seed{recipe.train.seed}" if recipe.train.seed else ""
+    return Path(directory) / f"{recipe.name}_{model_class.__name__}{tag}{seed}.pt"
 
 
 def loss_on_test_batch(model: nn.Module, objective, recipe: Recipe) -> float:
@@ -154,7 +157,19 @@ def ship(experiment: Experiment, epochs: int, directory: Path = SHIPPED, experim
                   "vaelab_version": importlib.metadata.version("vaelab")}  # the code that trains, not later edits
     runs = runs_dir() / "shipping"
     start = time.perf_counter()
-    model, history = experiment.train(runs, epochs=epochs, progress=False)
+    # A discriminator is checked after every epoch on test images it never trained on (an arm whose adversary sits
+    # at chance adds nothing); the run is resumed epoch by epoch, which is the same run (vaelab.fit).
+    with_adversary = getattr(objective, "adversary", None) is not None
+    held_out = {"steps": [], "adversary_accuracy": []}
+    test_images = recipe.load_data("test", limit=HELD_OUT_IMAGES).images if with_adversary else None
+    for epoch in range(1, epochs + 1) if with_adversary else (epochs,):
+        model, history = experiment.train(runs, epochs=epoch, progress=False)
+        if with_adversary:
+            probe = experiment.make_objective(recipe).adversary
+            probe.load_state_dict(load_checkpoint(experiment.checkpoint(runs))["adversary"])
+            probe.to(next(model.parameters()).device)
+            held_out["steps"].append(len(history["loss"]))
+            held_out["adversary_accuracy"].append(metrics.adversary_accuracy(probe, model, test_images))
     seconds = time.perf_counter() - start
     run = load_checkpoint(experiment.checkpoint(runs))
     objective.load_state_dict(run["objective"])  # e.g. the balance's gamma as training left it
@@ -171,7 +186,7 @@ def ship(experiment: Experiment, epochs: int, directory: Path = SHIPPED, experim
         raise ValueError(f"half-precision weights move the loss on a test batch from {loss_full:.6g} to "
                          f"{loss_half:.6g}, more than {HALF_PRECISION_TOLERANCE:.0e} relative; not shipped")
     payload = {
-        "format": SHIPPED_FORMAT, "experiment": experiment_name, "run": fields, "run_digest": run_digest(fields),
+        "format": SHIPPED_FORMAT, "experiment": experiment_name, "seed": recipe.train.seed, "run": fields, "run_digest": run_digest(fields),
         **provenance, "model_class": experiment.model_class.__name__, "model": half,
         "objective": run["objective"], "adversary": run.get("adversary"),
         "epochs": run["epoch"], "steps": len(history["loss"]),
@@ -180,6 +195,7 @@ def ship(experiment: Experiment, epochs: int, directory: Path = SHIPPED, experim
                     for part, values in history.state_dict().items()},
         "trained_on": machine(), "seconds_this_call": seconds,
         "test_batch_loss": {"float32": loss_full, "float16": loss_half},
+        "held_out": held_out if with_adversary else None,
     }
     path = shipped_path(recipe, experiment.model_class, experiment.tag, directory)
     save_checkpoint(path, payload)
@@ -218,7 +234,7 @@ def load(recipe: Recipe, model: nn.Module, tag: str = "", objective=None, direct
     changed += [f"the code of {module} has changed" for module in sorted(set(code) | set(payload["code"]))
                 if code.get(module) != payload["code"].get(module)]
     if changed:
-        name = payload.get("experiment") or "<recipe>"
+        name = (payload.get("experiment") or "<recipe>") + (f" --seed {payload['seed']}" if payload.get("seed") else "")
         raise StaleCheckpointError(
             f"{path.name} is stale: it was trained by vaelab {payload['vaelab_version']} "
             f"(commit {payload['git_commit'] or 'unknown'}) and differs from this run:\n  " + "\n  ".join(changed) +
@@ -303,14 +319,15 @@ def inventory(directory: Path = SHIPPED) -> list[dict]:
         if experiment is None:
             status = f"stale: no recipe {payload['experiment']!r} any more"
         else:
-            experiment = experiment()
+            experiment = experiment().seeded(payload.get("seed", 0))
             try:
                 load(experiment.recipe, experiment.model_class(experiment.recipe.model), experiment.tag,
                      experiment.make_objective(), directory)
                 status = "current"
             except StaleCheckpointError as error:
                 status = "stale: " + "; ".join(line.strip() for line in str(error).splitlines()[1:-1])
-        rows.append({"file": path.name, "recipe": payload["experiment"], "epochs": payload["epochs"],
+        rows.append({"file": path.name, "recipe": payload["experiment"], "seed": payload.get("seed", 0),
+                     "epochs": payload["epochs"],
                      "steps": payload["steps"], "recipe_steps": payload["recipe_steps"],
                      "minutes": payload["seconds_this_call"] / 60, "trained_on": payload["trained_on"],
                      "commit": payload["git_commit"], "MiB": path.stat().st_size / 2**20, "status": status})

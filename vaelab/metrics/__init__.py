@@ -6,6 +6,7 @@ eq-iwae and eq-bpd; the Split-VAE paper's §4.1, the self-supervised VAE paper's
     ex-post GMM        a Gaussian mixture fitted to the posterior means, sampled in place of the prior
     inactive latents   variables j with Var_x[mu_j(x)] < 0.05, and the variance law Var(mu_j) + E[sigma_j^2] ~ 1
     likelihood         the ELBO and the importance-weighted bound, in bits per dimension
+    adversary          a discriminator's patch accuracy on held-out images (1/2: it has learned nothing)
 
 One module per measure: frechet, inception (FID), classifier (the offline distance), latents (encoding, the
 ex-post GMM, inactive variables), likelihood; and protocol, which applies them all to a trained model the same way. Everything is importable from `vaelab.metrics` directly.
@@ -24,3 +25,4 @@ from .latents import (model_device, encode, decode, paper_gmm_components, Latent
 from .likelihood import (LogLikelihood, gaussian_log_likelihood, bernoulli_log_likelihood, LikelihoodBounds,
                          log_likelihood_bounds, bits_per_dim)
 from .protocol import feature_extractor, generate, evaluate
+from .adversary import patch_accuracy, adversary_accuracy

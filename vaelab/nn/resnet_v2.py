@@ -1,4 +1,4 @@
-"""The blocks of Rivera's "How to train your VAE" (spec 3.3): pre-activation ResNetV2 blocks and a PatchGAN.
+"""The blocks of Rivera's "How to train your VAE": pre-activation ResNetV2 blocks and a PatchGAN.
 
 Read from the original Keras code (`reader.py`, `discriminator.py` of marianorivera/How2TrainUrVAE) and rebuilt:
 
@@ -13,16 +13,38 @@ identity path of a block carries the sum of every earlier block untouched.
 
 Keras defaults are kept where PyTorch's differ: BatchNormalization(momentum=0.99, epsilon=1e-3) keeps 99% of the
 running statistics per step, which is PyTorch's momentum 0.01 (the weight of the *new* value); LeakyReLU's slope is
-0.3 (PyTorch's default is 0.01); kernels are glorot-uniform with zero biases (`keras_init`).
+0.3 (PyTorch's default is 0.01); kernels are glorot-uniform with zero biases (`keras_init`); strided convolutions
+pad as TensorFlow's 'same' does (`KerasSameConv2d`, `KerasSameConvTranspose2d`).
+
+Batch normalisation as the original *ran*: its `train_step` calls both networks without `training=True`, so Keras
+runs every BatchNormalization in inference mode (the moving mean 0 and variance 1 never move; the layer is a
+learned per-channel scale and shift, gamma x / sqrt(1 + eps) + beta) and every Dropout off. `normalisation=
+"inference"` (the default) does the same: `keep_inference_mode` holds those layers in eval mode whatever
+`.train()` says. `normalisation="batch"` is PyTorch's usual training mode (batch statistics, dropout on). In a
+PatchGAN that ends in batch normalisation it cannot learn: the real and the generated batch go through it in
+separate calls, each batch's logits are normalised to the same mean, and no weights separate the two on average.
 """
 import math
 
 from torch import Tensor, nn
 
+from .resnet import KerasSameConv2d, KerasSameConvTranspose2d
+
 KERAS_BN_MOMENTUM = 0.01  # Keras momentum 0.99 = keep 0.99 of the old statistics = PyTorch momentum 0.01
 KERAS_BN_EPS = 1e-3
 KERAS_LEAKY_SLOPE = 0.3
 PATCHGAN_DROPOUT = 0.25
+NORMALISATIONS = ("inference", "batch")
+
+
+def keep_inference_mode(module: nn.Module, normalisation: str) -> None:
+    """After `module.train(...)`: with normalisation="inference", put batch norm and dropout back in eval mode."""
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
+    if normalisation == "inference":
+        for layer in module.modules():
+            if isinstance(layer, (nn.BatchNorm2d, nn.Dropout)):
+                layer.eval()
 
 
 def pre_activation(channels: int, bn_momentum: float) -> list[nn.Module]:
@@ -31,8 +53,8 @@ def pre_activation(channels: int, bn_momentum: float) -> list[nn.Module]:
 
 
 def upsample_conv(in_channels: int, out_channels: int) -> nn.ConvTranspose2d:
-    """Keras Conv2DTranspose(3x3, stride 2, 'same'): exactly doubles height and width."""
-    return nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=1, output_padding=1)
+    """Keras Conv2DTranspose(3x3, stride 2, 'same'): exactly doubles height and width, on TensorFlow's grid."""
+    return KerasSameConvTranspose2d(in_channels, out_channels)
 
 
 class ConvTriBlockV2(nn.Module):
@@ -98,20 +120,24 @@ class PatchGAN(nn.Module):
     """A fully convolutional discriminator: one real-vs-generated logit per image patch, not one per image.
 
     Layer i: Conv3x3(filters[i], strides[i], 'same') -> BN -> LeakyReLU(0.3) -> Dropout(0.25), as the original,
-    which also normalises (BN) and drops out the last layer's logits and only skips the LeakyReLU there.
+    which also normalises (BN) and drops out the last layer's logits and only skips the LeakyReLU there. With
+    normalisation="inference" (the original as it ran, module docstring) the BN layers are learned affine maps and
+    dropout is off; with "batch", the last BN would equalise the mean logit of every batch.
     The logit map has the input's size divided by the product of the strides: the original's six layers with
     strides (2, 2, 2, 1, 1, 1) turn a 256x256 image into 32x32 logits, each judging an overlapping patch.
     """
 
     def __init__(self, in_channels: int, filters: tuple[int, ...], strides: tuple[int, ...],
                  bn_momentum: float = KERAS_BN_MOMENTUM, dropout: float = PATCHGAN_DROPOUT,
-                 slope: float = KERAS_LEAKY_SLOPE):
+                 slope: float = KERAS_LEAKY_SLOPE, normalisation: str = "inference"):
         super().__init__()
+        keep_inference_mode(self, normalisation)  # checks the name
+        self.normalisation = normalisation
         if len(filters) != len(strides):
             raise ValueError(f"one stride per layer: {len(filters)} filters but {len(strides)} strides")
         layers, channels = [], in_channels
         for i, (width, stride) in enumerate(zip(filters, strides)):
-            layers += [nn.Conv2d(channels, width, 3, stride=stride, padding=1),
+            layers += [KerasSameConv2d(channels, width, 3, stride=stride),
                        nn.BatchNorm2d(width, momentum=bn_momentum, eps=KERAS_BN_EPS)]
             if i < len(filters) - 1:
                 layers.append(nn.LeakyReLU(slope))
@@ -119,6 +145,12 @@ class PatchGAN(nn.Module):
             channels = width
         self.layers = nn.Sequential(*layers)
         self.downscale = math.prod(strides)  # input size / logit map size
+        self.train()
+
+    def train(self, mode: bool = True) -> "PatchGAN":
+        super().train(mode)
+        keep_inference_mode(self, self.normalisation)
+        return self
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
