@@ -1,4 +1,6 @@
 """The verdict rule of vaelab.evidence on synthetic arms whose answer is known."""
+import math
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -71,7 +73,9 @@ def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="same shape"):
         compare(np.ones((3, 2)), np.ones((2, 2)), paired=True)
     with pytest.raises(ValueError, match="no noise"):
-        compare([[1.0]], [[2.0]])
+        compare([[1.0]], [[2.0]], about_training=False)
+    single = compare([[1.0]], [[2.0]])  # one seed, one number: a training outcome cannot be told, and no SE
+    assert single.verdict == CANNOT_TELL and math.isnan(single.se) and single.difference == -1.0
 
 
 def test_the_noun_of_a_sample_set_is_named_in_what_the_rule_covered():

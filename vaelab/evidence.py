@@ -22,6 +22,7 @@ say. A comparison whose only noise is the sample sets (two estimators on one tra
 fixed baseline such as bilinear upscaling) passes `about_training=False`, and its SE then comes from the sample
 sets of the one seed, paired by sample set where both arms were measured on the same ones.
 """
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,6 +95,8 @@ def compare(a, b, *, lower_is_better: bool = True, paired: bool | None = None,
             df = (va + vb) ** 2 / (va**2 / (len(a_s) - 1) + vb**2 / (len(b_s) - 1)) if va + vb > 0 else np.inf
             how = ""
     else:  # one seed: only the sample sets' noise can be estimated
+        if sets < 2 and about_training:  # nothing to estimate, and one seed decides no training outcome anyway
+            return Comparison(difference, math.nan, math.nan, CANNOT_TELL, seeds, sets, _words(seeds, sets, ""))
         if sets < 2:
             raise ValueError("one seed and one sample set: no noise can be estimated; measure more sample sets")
         if paired:
