@@ -125,7 +125,7 @@ def glue_comparison(name: str, comparison: Comparison, digits: int = 2) -> None:
     from .chapter import glue  # here, not at the top: the rule itself needs no book tooling
 
     glue(f"{name}_difference", f"{comparison.difference:+.{digits}f}")
-    glue(f"{name}_se", f"{comparison.se:.{digits}f}")
+    glue(f"{name}_se", f"{comparison.se:.{digits}f}" if math.isfinite(comparison.se) else "unknown")
     glue(f"{name}_verdict", comparison.verdict)
     glue(f"{name}_covers", comparison.covers)
     glue(f"{name}_bar", f"{comparison.bar:.2f}")

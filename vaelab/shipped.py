@@ -303,6 +303,34 @@ def prefer_together(runs: dict[str, Run], directory: Path = SHIPPED) -> tuple[di
             f"the shipped checkpoint{plural}: {first.describe()}")
 
 
+def seeds(experiment: Experiment, model: nn.Module, seeds: tuple[int, ...],
+          directory: Path = SHIPPED) -> list[tuple[Shipped, object]] | None:
+    """Every seed's shipped run of an experiment, each as (Shipped, its objective in the state that run left it in,
+    an adversary's weights included); None, with the reason printed, when VAELAB_SHIPPED is off or any seed's file
+    is missing or stale: a claim about training outcomes is then left to the page's own run."""
+    if os.environ.get("VAELAB_SHIPPED", "").strip().lower() in ("off", "0", "no", "false"):
+        print("shipped checkpoints are switched off (VAELAB_SHIPPED)", file=sys.stderr)
+        return None
+    found = []
+    for seed in seeds:
+        seeded = experiment.seeded(seed)
+        objective = seeded.make_objective()
+        try:
+            run = load(seeded.recipe, model, seeded.tag, objective, directory)
+        except StaleCheckpointError as error:
+            print(error, file=sys.stderr)
+            return None
+        if run is None:
+            print(f"vaelab ships no checkpoint of seed {seed} of this run", file=sys.stderr)
+            return None
+        objective.load_state_dict(run.payload["objective"])
+        if getattr(objective, "adversary", None) is not None:
+            objective.adversary.load_state_dict(run.payload["adversary"])
+            objective.adversary.to(next(run.model.parameters()).device).eval()
+        found.append((run, objective))
+    return found
+
+
 def shown(experiment: Experiment, **train_overrides) -> tuple[nn.Module, History, str]:
     """What a page shows of a named experiment: its run, trained now or loaded, then its shipped version (prefer)."""
     model, history = experiment.train(**train_overrides)
