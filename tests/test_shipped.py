@@ -176,3 +176,10 @@ def test_an_adversarial_run_ships_per_seed_with_its_discriminator_checked_every_
                         tmp_path / "shipped") is None  # seed 0 is another run, not shipped
     [row] = shipped.inventory(tmp_path / "shipped")
     assert row["seed"] == 1 and row["status"] == "current"
+
+    # every seed a chapter asks for, with the discriminator as its run left it; none when one seed is missing
+    [(run, objective)] = shipped.seeds(experiment, how_to_train.HowToTrainYourVAE(config), (1,), tmp_path / "shipped")
+    for name, value in objective.adversary.state_dict().items():
+        torch.testing.assert_close(value, payload["adversary"][name])
+    assert run.payload["held_out"] == payload["held_out"]
+    assert shipped.seeds(experiment, how_to_train.HowToTrainYourVAE(config), (0, 1), tmp_path / "shipped") is None
