@@ -78,3 +78,21 @@ def test_a_self_supervised_checkpoint_is_evaluated_by_its_bits_per_dimension(tmp
     assert 0 < result["bpd_iwae_4"] <= result["bpd_elbo"]
     assert result["bpd_images"] == "the first 6 images of the test split"
     assert (out / "samples_prior.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_recipes_table_lists_sizes_steps_and_estimated_times_aligned(monkeypatch, capsys):
+    quick = recipes.RECIPES["book-vae-quick"]
+    long_name = "a-recipe-with-a-much-longer-name-than-the-others"
+    monkeypatch.setattr(recipes, "RECIPES", {"book-vae-quick": quick, long_name: quick, "book-vae-full": quick})
+    monkeypatch.setattr(recipes, "RECIPE_ALIASES", {"book-vae-full": "book-vae-gpu"})
+    monkeypatch.setattr(recipes, "CHAPTER_WORK", {"gpu": {2: recipes.ChapterWork(("book-vae-quick",))}})
+    assert main(["recipes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header, rule, *rows = lines[:4]
+    assert header.split()[:6] == ["recipe", "data", "size", "parameters", "steps", "training"] and "T4" in header
+    assert [row.split()[0] for row in rows] == ["book-vae-quick", long_name]  # the old alias is not listed
+    assert rows[0].split()[1:5] == ["fashion-mnist", "28x28", "0.80M", "300"]
+    # aligned: every column of every row ends where the header's does
+    assert len({len(line) for line in (header, rule, *rows)}) == 1 and rows[0].index("fashion-mnist") == rows[1].index("fashion-mnist")
+    chapter_header, _, chapter_row = lines[5:8]
+    assert chapter_header.startswith("chapter (gpu budget)") and chapter_row.split()[:2] == ["2", "1"]

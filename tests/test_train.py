@@ -4,7 +4,8 @@ import torch
 from vaelab import VAE, BalancedGaussianELBO, TrainConfig, compute_mode, fit, restore
 from vaelab.data import load
 from vaelab.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
-from vaelab.train import NonFiniteLossError
+from vaelab.train import (DRY_RUN_LIMITS, NonFiniteLossError, auto_precision, dry_run, dry_run_cap, recipe_mode,
+                          scaler_for)
 
 
 @pytest.fixture(scope="module")
@@ -114,15 +115,75 @@ def test_bad_training_data_is_a_clear_error(tiny_config, bad, message):
 
 
 def test_compute_switch(monkeypatch):
-    monkeypatch.setenv("VAELAB_COMPUTE", "FULL")
-    assert compute_mode() == "full"
+    monkeypatch.setenv("VAELAB_COMPUTE", "GPU")
+    assert compute_mode() == "gpu"
     monkeypatch.setenv("VAELAB_COMPUTE", "quick")
     assert compute_mode() == "quick"
     monkeypatch.delenv("VAELAB_COMPUTE")
-    assert compute_mode() == ("full" if torch.cuda.is_available() else "quick")
+    assert compute_mode() == ("gpu" if torch.cuda.is_available() else "quick")
     monkeypatch.setenv("VAELAB_COMPUTE", "fast")
     with pytest.raises(ValueError, match="quick"):
         compute_mode()
+    monkeypatch.setenv("VAELAB_COMPUTE", "paper")  # the papers' runs: the command line's, never a chapter's
+    with pytest.raises(ValueError, match="python -m vaelab train"):
+        compute_mode()
+
+
+def test_full_is_the_old_name_of_the_gpu_budget(monkeypatch):
+    monkeypatch.setenv("VAELAB_COMPUTE", "full")
+    with pytest.warns(FutureWarning, match="now called 'gpu'"):
+        assert compute_mode() == "gpu"
+    with pytest.warns(FutureWarning):
+        assert recipe_mode("full") == "gpu"
+    assert recipe_mode("paper") == "paper" and recipe_mode("quick") == "quick"
+    with pytest.raises(ValueError, match="budgets"):
+        recipe_mode("huge")
+
+
+def test_auto_precision_follows_the_device(monkeypatch):
+    assert auto_precision("cpu") == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert auto_precision("cuda") == "bf16"  # Ampere and later
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
+    assert auto_precision("cuda") == "fp16"  # T4, V100: fp16 with a gradient scaler
+    assert auto_precision("mps") == "fp32"
+
+
+def test_auto_on_a_cpu_is_the_fp32_run(tiny_config, digits, tmp_path):
+    ckpt = tmp_path / "run.pt"
+    auto = train(tiny_config, digits, epochs=1, checkpoint=str(ckpt), precision="auto")
+    assert load_checkpoint(ckpt)["run"]["train.precision"] == "fp32"
+    assert auto["loss"] == train(tiny_config, digits, epochs=1)["loss"]
+    train(tiny_config, digits, epochs=2, checkpoint=str(ckpt))  # and an fp32 run resumes it
+
+
+def test_fp16_with_a_gradient_scaler_trains_skips_overflows_and_resumes_exactly(tiny_config, digits, tmp_path):
+    # fp16 autocast and torch.amp's scaler run on a CPU too: the T4's path, executed here
+    assert scaler_for("fp16", torch.device("cpu")).is_enabled()
+    assert not scaler_for("bf16", torch.device("cpu")).is_enabled() and not scaler_for("fp32", torch.device("cpu")).is_enabled()
+    ckpt = tmp_path / "run.pt"
+    whole = train(tiny_config, digits[:200], epochs=3, precision="fp16")
+    assert whole.epochs["loss"][-1] < whole.epochs["loss"][0]
+    train(tiny_config, digits[:200], epochs=2, checkpoint=str(ckpt), precision="fp16")
+    payload = load_checkpoint(ckpt)
+    # the initial scale 2^16 overflows fp16's gradients: the scaler skipped steps and halved its scale
+    assert payload["scaler"]["scale"] < 2.0**16
+    resumed = train(tiny_config, digits[:200], epochs=3, checkpoint=str(ckpt), precision="fp16")
+    assert resumed["loss"] == whole["loss"]  # the scaler's state is part of the checkpoint
+
+
+def test_a_dry_run_caps_epochs_steps_and_batch(tiny_config, digits, monkeypatch):
+    monkeypatch.setenv("VAELAB_DRY_RUN", "1")
+    assert dry_run() and dry_run_cap("importance_samples", 512) == DRY_RUN_LIMITS["importance_samples"]
+    assert dry_run_cap("samples", 3) == 3
+    history = train(tiny_config, digits, epochs=10)
+    assert len(history.epochs["loss"]) == DRY_RUN_LIMITS["epochs"]
+    assert len(history["loss"]) == DRY_RUN_LIMITS["epochs"] * DRY_RUN_LIMITS["steps"]
+    monkeypatch.setenv("VAELAB_DRY_RUN", "0")
+    assert not dry_run() and dry_run_cap("samples", 10_000) == 10_000
+    monkeypatch.setenv("VAELAB_DRY_RUN", "maybe")
+    with pytest.raises(ValueError, match="VAELAB_DRY_RUN"):
+        dry_run()
 
 
 def test_adamax_with_the_lower_bounded_per_step_decay(tiny_config, digits, tmp_path):
@@ -362,7 +423,7 @@ def test_bf16_trains_and_is_another_run(tiny_config, digits, tmp_path):
 
 def test_bad_execution_options_are_clear_errors(tiny_config, digits):
     with pytest.raises(ValueError, match="precision must be one of"):
-        train(tiny_config, digits, precision="fp16")
+        train(tiny_config, digits, precision="fp8")
     with pytest.raises(ValueError, match="sync_every must be at least 1"):
         train(tiny_config, digits, sync_every=0)
 

@@ -2,7 +2,7 @@
 
     python -m vaelab train splitvae-mnist            # or `vaelab train ...`; resumes an interrupted run
     python -m vaelab evaluate runs/splitvae_mnist_SplitVAE_1a2b3c4d.pt --samples 10000
-    python -m vaelab recipes                          # what `train` knows
+    python -m vaelab recipes                          # what `train` knows, with estimated GPU times
     python -m vaelab ship book-vae-quick --epochs 20  # the book's run trained longer, shipped with vaelab
     python -m vaelab shipped                          # the shipped checkpoints, and whether each is current
     torchrun --nproc_per_node=4 -m vaelab train splitvae-celeba --precision bf16 --channels-last
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import metrics, recipes, shipped, viz
+from . import budget, metrics, recipes, shipped, viz
 from .checkpoint import CheckpointError, load_checkpoint
 
 
@@ -103,6 +103,39 @@ def process_group():
         torch.distributed.destroy_process_group()
 
 
+def recipe_table() -> str:
+    """Every recipe (not the old aliases) with its data, size, parameters, steps, training FLOPs and estimated
+    training time per GPU class (at the card's fastest precision; the T4 at fp32 too), by vaelab.budget."""
+    rows = []
+    for name, make in recipes.RECIPES.items():
+        if name in recipes.RECIPE_ALIASES:
+            continue
+        experiment = make()
+        recipe = experiment.recipe
+        cost = budget.experiment_cost(experiment)
+        times = [budget.format_duration(cost.seconds(gpu)) for gpu in budget.GPU_CLASSES]
+        rows.append([name, recipe.dataset, f"{recipe.model.image_size}x{recipe.model.image_size}",
+                     f"{budget.parameter_count(experiment) / 1e6:.2f}M", f"{budget.training_steps(recipe):,}",
+                     budget.format_flops(cost.training), times[0], budget.format_duration(cost.seconds("T4", "fp32")),
+                     *times[1:]])
+    header = ["recipe", "data", "size", "parameters", "steps", "training", "T4 fp16", "T4 fp32",
+              *(f"{gpu} {budget.fastest_precision(gpu)}" for gpu in budget.GPU_CLASSES[1:])]
+    return budget.table(rows, header, right=set(range(3, len(header))))
+
+
+def chapter_table() -> str:
+    """Each chapter's gpu budget: its runs trained from scratch and its evaluation, in FLOPs and estimated time."""
+    rows = []
+    for chapter, work in recipes.CHAPTER_WORK["gpu"].items():
+        cost = budget.chapter_cost(work)
+        rows.append([str(chapter), str(len(work.trains)), budget.format_flops(cost.training),
+                     budget.format_flops(cost.evaluation), f"{cost.minutes('T4'):.1f} min",
+                     *(f"{cost.minutes(gpu):.1f} min" for gpu in budget.GPU_CLASSES[1:])])
+    header = ["chapter (gpu budget)", "runs", "training", "evaluation", "T4",
+              *budget.GPU_CLASSES[1:]]
+    return budget.table(rows, header, right=set(range(1, len(header))))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vaelab", description=__doc__.split("\n")[0],
                                      epilog="recipes: " + ", ".join(recipes.RECIPES))
@@ -112,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("recipe", choices=list(recipes.RECIPES), metavar="RECIPE")
     train.add_argument("--epochs", type=int, help="train this many epochs in all (default: the recipe's)")
     train.add_argument("--device", help="cuda, mps or cpu (default: the best there is)")
-    train.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: autocast the forward pass (another run)")
+    train.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                       help="bf16, fp16: autocast the forward pass (fp16 with a gradient scaler; another run); "
+                            "auto: bf16 where the GPU has it, else fp16, fp32 on a CPU")
     train.add_argument("--channels-last", action="store_true", help="NHWC memory layout for the convolutions")
     train.add_argument("--compile", action="store_true", help="torch.compile the forward pass and loss")
     evaluate_cmd = commands.add_parser("evaluate", help="sample a checkpoint and measure it; writes metrics.json")
@@ -138,9 +173,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "recipes":
-            for name, make in recipes.RECIPES.items():
-                recipe = make().recipe
-                print(f"{name:24s} {recipe.dataset:14s} {recipe.train.epochs:>4d} epochs  ({recipe.name})")
+            print(recipe_table())
+            print()
+            print(chapter_table())
         elif args.command == "train":
             overrides = {k: v for k, v in (("epochs", args.epochs), ("device", args.device),
                                            ("precision", args.precision)) if v is not None}

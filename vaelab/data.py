@@ -52,6 +52,15 @@ CELEBA_SIZE = (218, 178)  # height, width of an aligned image
 CELEBA_CROP = (slice(45, 173), slice(25, 153))
 CELEBA_PARTITIONS = {"train": 0, "valid": 1, "test": 2}
 
+# Images per split of the real data sets (what run-time estimates count; stand-in files hold fewer).
+SPLIT_SIZES = {
+    "mnist": {"train": 60_000, "test": 10_000},
+    "fashion-mnist": {"train": 60_000, "test": 10_000},
+    "cifar10": {"train": 50_000, "test": 10_000},
+    "celeba": {"train": 162_770, "valid": 19_867, "test": 19_962},
+    "digits": {"train": 1_437, "test": 360},
+}
+
 HOW_TO_GET = {
     "mnist": [
         'call load("mnist", download=True) on a machine with internet access, or',

@@ -5,7 +5,27 @@ once and writes the checkpoint under the runs folder; a later call with the same
 checkpoint, loads it and returns at once (that is `fit`'s resumption, with nothing left to do).
 
 `RECIPES` names every experiment the command line can run (`python -m vaelab train <name>`): the papers'
-configurations and the book's quick runs.
+configurations and the book's runs in each budget. There are three budgets (vaelab.train.compute_mode):
+
+- quick: two CPU cores, each chapter within 3 minutes (what CI runs and what the shipped checkpoints are of);
+- gpu: the default on a GPU; each chapter's runs and evaluation sized so that the chapter takes at most 15 minutes
+  on a Colab T4 by vaelab.budget's estimate (measured FLOPs over a stated sustained throughput), on the papers' data
+  sets and image sizes, with larger networks and ten times quick's steps or more;
+- paper: the papers' own runs, hours to days, from the command line only (`python -m vaelab train book-vae-paper`).
+
+Each chapter's gpu budget (CHAPTER_WORK["gpu"]: every run trained from scratch, as in a fresh Colab session, and
+its evaluation), estimated by vaelab.budget at the T4's fp16 rate for training and its fp32 rate for evaluation
+(`python -m vaelab recipes` prints it, with each recipe's estimate per GPU class):
+
+    chapter  runs trained                                    training     evaluation   T4 estimate
+    2        book-vae-gpu                                    0.90 PFLOP   0.01 PFLOP    3.8 min
+    3        book-vae-gpu, 3 beta-sweep runs                 1.35 PFLOP   0.71 PFLOP   10.4 min
+    4        book-vae-gpu, book-splitvae-gpu                 1.81 PFLOP   0.70 PFLOP   12.2 min
+    5        book-selfvae-{vae,2level,3level,sketch}-gpu     1.52 PFLOP   0.28 PFLOP    8.2 min
+    6        book-howto-{4 variants}-gpu, 3 seeds each       1.39 PFLOP   0.57 PFLOP    9.6 min
+    7        book-selfvae-{vae,2level,3level}-gpu            0.95 PFLOP   0.47 PFLOP    7.1 min
+
+(The table is checked against vaelab.budget by tests/test_budget.py.)
 """
 import hashlib
 import importlib.metadata
@@ -22,7 +42,8 @@ from .losses import BalancedGaussianELBO, GammaBalance, HowNotToTrainLoss, HowTo
 from .self_supervised_vae import PRESETS as SELF_SUPERVISED_PRESETS
 from .self_supervised_vae import SelfSupervisedELBO, SelfSupervisedVAE, SelfSupervisedVAEConfig
 from .split_vae import SplitVAE
-from .train import EXECUTION_ONLY, History, TrainConfig, compute_mode, fit, seed_everything
+from .train import (DRY_RUN_LIMITS, EXECUTION_ONLY, History, TrainConfig, compute_mode, dry_run, fit, recipe_mode,
+                    seed_everything)
 from .vae import PAPER_BETA, PRESETS, VAE
 
 
@@ -40,26 +61,33 @@ class Recipe:
     def load_data(self, split: str = "train", limit: int | None = None):
         """The recipe's images and labels; `limit` defaults to the recipe's own for the training split."""
         limit = self.train_limit if limit is None and split == "train" else limit
+        if dry_run():  # a dry run trains and evaluates a few images only: no need to hold the whole split
+            limit = min(limit if limit is not None else DRY_RUN_LIMITS["images"], DRY_RUN_LIMITS["images"])
         return data.load(self.dataset, split, pad_to_32=self.pad_to_32, limit=limit)
 
 
 def fashion_vae(mode: str | None = None, **train_overrides) -> Recipe:
     """The book's running example: the Split-VAE paper's network and loss on Fashion-MNIST.
 
-    full: the paper's MNIST configuration (32x32, L=32, beta=8, base 64, 4 scales, 512-d embedding), all 60,000
-    training images; the paper trains 250 epochs, we train 100. quick: 10,000 images at 28x28 with the small preset
-    for 300 steps; there gamma's running mean decays with 0.95 instead of 0.99, because with a time constant of 100
-    steps gamma would still lag the MSE by a factor of 2 at the end of training (measured), keeping the effective KL
-    weight beta*gamma, and so the collapse of latent variables, far higher than the paper's long runs see.
+    quick: 10,000 images at 28x28 with the small preset for 300 steps; there gamma's running mean decays with 0.95
+    instead of 0.99, because with a time constant of 100 steps gamma would still lag the MSE by a factor of 2 at the
+    end of training (measured), keeping the effective KL weight beta*gamma, and so the collapse of latent variables,
+    far higher than the paper's long runs see. gpu: the paper's MNIST configuration (32x32, L=32, beta=8, base 64,
+    4 scales, 512-d embedding; 12.8M parameters, 3.0 GFLOP per image and step), all 60,000 training images for 5
+    epochs (3,000 steps): 0.90 PFLOP, 3.8 minutes on a T4. paper: the same for the paper's 250 epochs (45 PFLOP).
     """
-    mode = mode or compute_mode()
-    if mode == "full":
-        recipe = Recipe("fashion_vae_full", "fashion-mnist", PRESETS["mnist"], PAPER_BETA["mnist"],
-                        TrainConfig(epochs=100, batch_size=100, lr=1e-3), pad_to_32=True)
-    else:
+    mode = recipe_mode(mode)
+    if mode == "quick":
         recipe = Recipe("fashion_vae_quick", "fashion-mnist", PRESETS["quick"], PAPER_BETA["mnist"],
                         TrainConfig(epochs=3, batch_size=100, lr=1e-3), train_limit=10_000, gamma_decay=0.95)
+    else:
+        recipe = Recipe(f"fashion_vae_{mode}", "fashion-mnist", PRESETS["mnist"], PAPER_BETA["mnist"],
+                        TrainConfig(epochs=BOOK_VAE_EPOCHS[mode], batch_size=100, lr=1e-3, precision="auto"),
+                        pad_to_32=True)
     return replace(recipe, train=replace(recipe.train, **train_overrides))
+
+
+BOOK_VAE_EPOCHS = {"gpu": 5, "paper": 250}
 
 
 def runs_dir() -> Path:
@@ -165,19 +193,22 @@ def self_supervised(variant: str, mode: str | None = None, **train_overrides) ->
     quick: Fashion-MNIST 28 -> 14 -> 7 with the small networks of the quick presets, 4,800 training images seen
     once (150 steps), the same for every variant, so that their bounds compare at equal budget; the learning rate
     starts at 5e-3, not 2e-3, which gave every variant a better bound in runs this short (measured: at 200 steps,
-    -0.10 bpd for the VAE and -0.19 for the 2-level model). full: CIFAR-10 32 -> 16 (-> 8), srVAE's topology at half
-    its growth rates with the RealNVP prior, 30 epochs of the whole training split, the paper's
-    optimiser.
+    -0.10 bpd for the VAE and -0.19 for the 2-level model). gpu: CIFAR-10 32 -> 16 (-> 8), srVAE's topology at half
+    its growth rates with the RealNVP prior, the paper's optimiser, 30,000 training images seen once (937 steps,
+    six times quick's, on images with 3.7 times the dimensions): 5.5 (vae), 12.2 (2level), 14.0 (3level) and
+    18.9 (sketch) GFLOP per image and step, 1.52 PFLOP for the four, 6.3 minutes on a T4. paper: the same networks
+    for 30 epochs of the whole training split (76 PFLOP for the four; srVAE's full size is selfvae-*-cifar10).
     """
     if variant not in SELF_SUPERVISED_VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; the variants are {SELF_SUPERVISED_VARIANTS}")
-    mode = mode or compute_mode()
-    if mode == "full":
-        recipe = Recipe(f"selfvae_{variant}_full", "cifar10", SELF_SUPERVISED_PRESETS[f"cifar10_{variant}"], 1.0,
-                        TrainConfig(epochs=30, **SELF_SUPERVISED_TRAIN))
-    else:
+    mode = recipe_mode(mode)
+    if mode == "quick":
         recipe = Recipe(f"selfvae_{variant}_quick", "fashion-mnist", SELF_SUPERVISED_PRESETS[f"quick_{variant}"], 1.0,
                         TrainConfig(epochs=1, **{**SELF_SUPERVISED_TRAIN, "lr": 5e-3}), train_limit=4_800)
+    else:
+        recipe = Recipe(f"selfvae_{variant}_{mode}", "cifar10", SELF_SUPERVISED_PRESETS[f"cifar10_{variant}"], 1.0,
+                        TrainConfig(epochs=1 if mode == "gpu" else 30, precision="auto", **SELF_SUPERVISED_TRAIN),
+                        train_limit=30_000 if mode == "gpu" else None)
     return replace(recipe, train=replace(recipe.train, **train_overrides))
 
 
@@ -194,20 +225,27 @@ def self_supervised_paper(variant: str) -> Experiment:
 def how_to_train_your_vae(mode: str | None = None, **train_overrides) -> Recipe:
     """Rivera's residual VAE (chapter 6), trained as the original: Adam with beta_1 = 0.5 and Keras' epsilon 1e-7.
 
-    full: CelebA 64x64 with the Split-VAE crop, the `celeba64` preset, batches of 64 at the original's
-    learning rate 1e-4, 10 epochs (the original: CelebA-HQ 256x256, 300-400 epochs). quick: Fashion-MNIST padded to
-    32x32, the `quick` preset, 5,000 images seen once in batches of 25 (200 steps) at 1e-3, so that the chapter's
-    four runs train in 70 to 90 s on two CPU cores (measured). `beta` is the KL weight, 1 in both of the original's
-    losses.
+    quick: Fashion-MNIST padded to 32x32, the `quick` preset, 5,000 images seen once in batches of 25 (200 steps)
+    at 1e-3, so that the chapter's four runs train in 70 to 90 s on two CPU cores (measured). gpu: CelebA 64x64
+    with the Split-VAE crop, the `celeba64` preset at half its width (32 filters; 0.79M parameters, 2.3 GFLOP
+    per image and step on average over the variants), 50,000 images seen once in batches of 64 (781 steps) at
+    1e-3: 1.39 PFLOP for the chapter's four variants times three seeds, 5.8 minutes on a T4. paper: the `celeba64` preset (64 filters),
+    the whole training split for 10 epochs at the original's 1e-4 (the original: CelebA-HQ 256x256, 300-400
+    epochs). `beta` is the KL weight, 1 in both of the original's losses.
     """
-    mode = mode or compute_mode()
-    if mode == "full":
-        recipe = Recipe("how_to_train_full", "celeba", how_to_train.PRESETS["celeba64"], 1.0,
-                        TrainConfig(epochs=10, batch_size=64, lr=1e-4, betas=(0.5, 0.999), eps=1e-7))
-    else:
+    mode = recipe_mode(mode)
+    if mode == "quick":
         recipe = Recipe("how_to_train_quick", "fashion-mnist", how_to_train.PRESETS["quick"], 1.0,
                         TrainConfig(epochs=1, batch_size=25, lr=1e-3, betas=(0.5, 0.999), eps=1e-7),
                         train_limit=5_000, pad_to_32=True)
+    elif mode == "gpu":
+        recipe = Recipe("how_to_train_gpu", "celeba", replace(how_to_train.PRESETS["celeba64"], filters=32), 1.0,
+                        TrainConfig(epochs=1, batch_size=64, lr=1e-3, betas=(0.5, 0.999), eps=1e-7, precision="auto"),
+                        train_limit=50_000)
+    else:
+        recipe = Recipe("how_to_train_paper", "celeba", how_to_train.PRESETS["celeba64"], 1.0,
+                        TrainConfig(epochs=10, batch_size=64, lr=1e-4, betas=(0.5, 0.999), eps=1e-7,
+                                    precision="auto"))
     return replace(recipe, train=replace(recipe.train, **train_overrides))
 
 
@@ -221,18 +259,103 @@ HOW_TO_TRAIN_VARIANTS: dict[str, Callable[[Recipe], object]] = {
                                               adversary_betas=recipe.train.betas),
 }
 
+BOOK_BUDGETS = ("quick", "gpu", "paper")
+
+
+def _book(make: Callable[[str], Experiment]) -> dict[str, Callable[[], Experiment]]:
+    return {budget: (lambda budget=budget: make(budget)) for budget in BOOK_BUDGETS}
+
+
+def _named(prefix: str, make: Callable[[str], Experiment]) -> dict[str, Callable[[], Experiment]]:
+    return {f"{prefix}-{budget}": build for budget, build in _book(make).items()}
+
+
 RECIPES: dict[str, Callable[[], Experiment]] = {
-    "book-vae-quick": lambda: Experiment(fashion_vae("quick")),
-    "book-vae-full": lambda: Experiment(fashion_vae("full")),
-    "book-splitvae-quick": lambda: Experiment(fashion_vae("quick"), SplitVAE),
-    "book-splitvae-full": lambda: Experiment(fashion_vae("full"), SplitVAE),
+    **_named("book-vae", lambda m: Experiment(fashion_vae(m))),
+    **_named("book-splitvae", lambda m: Experiment(fashion_vae(m), SplitVAE)),
     **{f"splitvae-{d}": (lambda d=d: split_vae_paper(d)) for d in PAPER_EPOCHS},
     **{f"vae-{d}": (lambda d=d: split_vae_paper(d, VAE)) for d in PAPER_EPOCHS},
-    **{f"book-selfvae-{v}-{m}": (lambda v=v, m=m: Experiment(self_supervised(v, m), SelfSupervisedVAE,
-                                                             lambda _: SelfSupervisedELBO()))
-       for v in SELF_SUPERVISED_VARIANTS for m in ("quick", "full")},
+    **{name: make for v in SELF_SUPERVISED_VARIANTS
+       for name, make in _named(f"book-selfvae-{v}", lambda m, v=v: Experiment(
+           self_supervised(v, m), SelfSupervisedVAE, lambda _: SelfSupervisedELBO())).items()},
     **{f"selfvae-{v}-cifar10": (lambda v=v: self_supervised_paper(v)) for v in ("2level", "vae")},
-    **{f"book-howto-{v}-{m}": (lambda v=v, m=m: Experiment(how_to_train_your_vae(m), how_to_train.HowToTrainYourVAE,
-                                                           HOW_TO_TRAIN_VARIANTS[v], tag=f"_{v}"))
-       for v in HOW_TO_TRAIN_VARIANTS for m in ("quick", "full")},
+    **{name: make for v in HOW_TO_TRAIN_VARIANTS
+       for name, make in _named(f"book-howto-{v}", lambda m, v=v: Experiment(
+           how_to_train_your_vae(m), how_to_train.HowToTrainYourVAE, HOW_TO_TRAIN_VARIANTS[v], tag=f"_{v}")).items()},
 }
+
+# The book's runs were called "-full" before the gpu and paper budgets split them: the old names still resolve, to
+# the gpu budget's runs, but are not listed.
+RECIPE_ALIASES = {name.removesuffix("-gpu") + "-full": name for name in RECIPES if name.endswith("-gpu")}
+RECIPES |= {alias: RECIPES[name] for alias, name in RECIPE_ALIASES.items()}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One measurement a chapter makes of a run's model: `samples` images drawn from it, the Fréchet `features` of
+    `feature_images` images (generated and reference together), `importance_samples` importance samples on each
+    of `likelihood_images` test images."""
+
+    experiment: str  # a name in RECIPES
+    samples: int = 0
+    features: str = "inception"
+    feature_images: int = 0
+    likelihood_images: int = 0
+    importance_samples: int = 0
+
+
+@dataclass(frozen=True)
+class ChapterWork:
+    """What a chapter computes in a budget: the runs it trains (each from scratch) and its measurements. The gpu
+    budget's entries are what the chapters' GPU paths must stay within: vaelab.budget turns them into FLOPs and an
+    estimated time per GPU class."""
+
+    trains: tuple[str, ...]
+    evaluations: tuple[Evaluation, ...] = ()
+
+
+def _sweep(beta: float) -> Experiment:
+    """Chapter 3's beta sweep in the gpu budget: the book's gpu network on 10,000 images for 5 epochs."""
+    recipe = fashion_vae("gpu")
+    return Experiment(replace(recipe, name=f"{recipe.name}_beta_sweep", beta=beta, train_limit=10_000))
+
+
+GPU_SWEEP_BETAS = (1.0, 4.0, 16.0)
+RECIPES_FOR_BUDGET = {f"book-vae-gpu-beta-{b:g}": (lambda b=b: _sweep(b)) for b in GPU_SWEEP_BETAS}
+"""Runs a chapter trains beyond RECIPES (chapter 3's sweep), named for vaelab.budget; not on the command line."""
+
+_SELFVAE_GPU = tuple(f"book-selfvae-{v}-gpu" for v in SELF_SUPERVISED_VARIANTS)
+_HOWTO_GPU = tuple(f"book-howto-{v}-gpu" for v in HOW_TO_TRAIN_VARIANTS)
+HOW_TO_TRAIN_GPU_SEEDS = 3
+
+CHAPTER_WORK: dict[str, dict[int, ChapterWork]] = {"gpu": {
+    # 10,000 prior samples for the figures and the GMM's decodings
+    2: ChapterWork(("book-vae-gpu",), (Evaluation("book-vae-gpu", samples=10_000),)),
+    # the Fréchet distances of 3 samplers on one set of 10,000 against the 10,000 test images (FID), the
+    # importance-weighted bounds for K = 1, 8, 64, 512 on 500 test images, a sweep of 3 betas
+    3: ChapterWork(("book-vae-gpu", *RECIPES_FOR_BUDGET),
+                   (Evaluation("book-vae-gpu", samples=20_000, feature_images=40_000),
+                    Evaluation("book-vae-gpu", likelihood_images=500, importance_samples=1 + 8 + 64 + 512))),
+    # two models, two samplers, 2 sets of 5,000 each, the training images' floor (2 sets), the 10,000 test images
+    4: ChapterWork(("book-vae-gpu", "book-splitvae-gpu"),
+                   (Evaluation("book-vae-gpu", samples=10_000, feature_images=20_000),
+                    Evaluation("book-splitvae-gpu", samples=10_000, feature_images=20_000 + 10_000 + 10_000))),
+    # bounds with 32 importance samples on 500 test images per variant, 1,000 samples of each for the figures
+    5: ChapterWork(_SELFVAE_GPU, tuple(Evaluation(name, samples=1_000, likelihood_images=500, importance_samples=32)
+                                       for name in _SELFVAE_GPU)),
+    # every variant and seed: 2,000 prior and 2,000 GMM samples, FID against 2,000 test images
+    6: ChapterWork(tuple(name for name in _HOWTO_GPU for _ in range(HOW_TO_TRAIN_GPU_SEEDS)),
+                   (Evaluation(_HOWTO_GPU[0], feature_images=2_000),  # the test images' features, once
+                    *(Evaluation(name, samples=4_000, feature_images=4_000)
+                      for name in _HOWTO_GPU for _ in range(HOW_TO_TRAIN_GPU_SEEDS)))),
+    # the results table: chapter 5's three core models trained if missing, each measured by the protocol with
+    # 5,000 samples (FID) and 16 importance samples on 500 test images
+    7: ChapterWork(_SELFVAE_GPU[:3], tuple(Evaluation(name, samples=5_000, feature_images=10_000,
+                                                      likelihood_images=500, importance_samples=16)
+                                           for name in _SELFVAE_GPU[:3])),
+}}
+
+
+def experiment(name: str) -> Experiment:
+    """The experiment a name in RECIPES (or RECIPES_FOR_BUDGET) makes."""
+    return (RECIPES | RECIPES_FOR_BUDGET)[name]()

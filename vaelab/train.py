@@ -22,7 +22,9 @@ with its epoch and step as before, and the checkpoint on disk still holds the la
 import math
 import os
 import random
-from dataclasses import asdict, dataclass
+import re
+import warnings
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,21 +35,77 @@ from tqdm.auto import tqdm
 from .checkpoint import (CHECKPOINT_FORMAT, check_same_run, exclusive, model_config, restore,
                          run_identity, save_checkpoint)
 
-COMPUTE_MODES = ("quick", "full")
+COMPUTE_MODES = ("quick", "gpu")  # what a chapter runs in; "paper" is the command line's (vaelab.recipes)
+BUDGETS = ("quick", "gpu", "paper")  # what a recipe can be sized for
+MODE_ALIASES = {"full": "gpu"}  # the gpu budget's name before the paper budget was split off
+
+
+def _resolve_alias(mode: str, where: str) -> str:
+    if mode in MODE_ALIASES:
+        warnings.warn(f"{where} {mode!r} is now called {MODE_ALIASES[mode]!r} (sized for a Colab T4 in 15 minutes "
+                      f"per chapter); the papers' own runs are the 'paper' recipes, from the command line",
+                      FutureWarning, stacklevel=3)
+        return MODE_ALIASES[mode]
+    return mode
 
 
 def compute_mode() -> str:
-    """The one compute switch. $VAELAB_COMPUTE = quick | full; unset: full on a GPU, quick otherwise.
+    """The one compute switch. $VAELAB_COMPUTE = quick | gpu; unset: gpu on a GPU, quick otherwise.
 
     quick: small data and short runs that finish in minutes on two CPU cores (what CI runs).
-    full: the paper's configurations, meant for a GPU.
+    gpu: the papers' data sets and image sizes, larger networks and far more steps, each chapter sized to finish
+    within 15 minutes on a Colab T4 (vaelab.budget estimates it). "full", its old name, is accepted with a warning.
+    The papers' own runs (the "paper" recipes, hours to days) are trained from the command line, not by a chapter.
     """
     mode = os.environ.get("VAELAB_COMPUTE", "").strip().lower()
     if not mode:
-        return "full" if torch.cuda.is_available() else "quick"
+        return "gpu" if torch.cuda.is_available() else "quick"
+    mode = _resolve_alias(mode, "VAELAB_COMPUTE=")
+    if mode == "paper":
+        raise ValueError("VAELAB_COMPUTE=paper: the papers' own runs take hours to days and are not run by a chapter; "
+                         "train them from the command line (python -m vaelab recipes lists them with their "
+                         "estimated times, python -m vaelab train NAME trains one) and use quick or gpu here")
     if mode not in COMPUTE_MODES:
         raise ValueError(f"VAELAB_COMPUTE must be one of {COMPUTE_MODES}, got {mode!r}")
     return mode
+
+
+def recipe_mode(mode: str | None) -> str:
+    """The budget a recipe is sized for: `mode` (quick, gpu or paper; "full" means gpu), or compute_mode()."""
+    if mode is None:
+        return compute_mode()
+    mode = _resolve_alias(mode, "mode")
+    if mode not in BUDGETS:
+        raise ValueError(f"the budgets are {BUDGETS}, got {mode!r}")
+    return mode
+
+
+# A dry run (VAELAB_DRY_RUN=1) executes every line of a chapter at full image and network size with the amounts of
+# work capped here, so that the GPU budget's code path runs on a CPU in seconds per run. The one place the caps live:
+# fit, the recipes' data and vaelab.metrics read them through dry_run_cap.
+DRY_RUN_LIMITS = {
+    "epochs": 2,  # epochs of a run
+    "steps": 2,  # optimiser steps per epoch
+    "batch_size": 4,  # images per step (batch normalisation needs two)
+    "images": 256,  # images a recipe loads per split
+    "samples": 64,  # images generated or measured per set
+    "importance_samples": 2,  # K of an importance-weighted bound
+}
+
+
+def dry_run() -> bool:
+    """Whether $VAELAB_DRY_RUN asks for a dry run (1, true, yes, on)."""
+    value = os.environ.get("VAELAB_DRY_RUN", "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"VAELAB_DRY_RUN must be 1 or 0 (or true/false), got {value!r}")
+
+
+def dry_run_cap(kind: str, n: int) -> int:
+    """n, or at most DRY_RUN_LIMITS[kind] in a dry run."""
+    return min(n, DRY_RUN_LIMITS[kind]) if dry_run() else n
 
 
 def pick_device() -> torch.device:
@@ -87,14 +145,33 @@ class TrainConfig:
     progress: bool = True  # a tqdm bar per epoch and a summary line after each
     # How the steps run on the device. precision is part of the run (bf16 changes the numbers); the others only
     # change the speed, so a run may be resumed with other values of them.
-    precision: str = "fp32"  # or "bf16": the forward pass and the loss under torch.autocast (weights stay fp32)
+    # "fp32"; "bf16" or "fp16": the forward pass and the loss under torch.autocast (weights stay fp32), fp16 with a
+    # gradient scaler; "auto": the device's fastest (auto_precision), resolved when the run starts
+    precision: str = "fp32"
     channels_last: bool = False  # NHWC memory layout, which tensor-core convolutions prefer
     compile: bool = False  # torch.compile the forward pass and the loss (the first steps then take longer)
     sync_every: int = 50  # steps between the host's reads of the loss terms; each read waits for the device
 
 
 EXECUTION_ONLY = ("epochs", "checkpoint", "device", "progress", "channels_last", "compile", "sync_every")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def auto_precision(device: torch.device | str) -> str:
+    """The precision a run takes on `device` with precision="auto": bf16 autocast on a GPU that supports it
+    (Ampere and later), fp16 autocast with a gradient scaler on one that does not (T4, V100), fp32 elsewhere (CPU,
+    MPS), where autocast saves little and bf16's rounding would only make runs differ from the CPU's."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+
+
+def scaler_for(precision: str, device: torch.device) -> torch.amp.GradScaler:
+    """The gradient scaler of a run: scaling the loss keeps fp16's small gradients from flushing to zero; it skips
+    a step whose gradients overflowed and lowers the scale. Disabled (a no-op) for every other precision."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
 
 class History(dict):
@@ -188,12 +265,17 @@ def fit(model: nn.Module, objective, images: Tensor, config: TrainConfig = Train
     """
     _check_images(images)
     _check_config(config)
+    if dry_run():
+        config = replace(config, epochs=dry_run_cap("epochs", config.epochs),
+                         batch_size=min(config.batch_size, max(DRY_RUN_LIMITS["batch_size"], 2)))
     if len(images) < config.batch_size:
         raise ValueError(f"{len(images)} images are fewer than one batch of {config.batch_size}")
     rank, world = process_group()
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} does not split evenly over {world} processes")
     device = _device(config)
+    if config.precision == "auto":
+        config = replace(config, precision=auto_precision(device))
     ckpt = Path(config.checkpoint) if config.checkpoint else None
     with exclusive(ckpt if rank == 0 else None):
         return _fit(model, objective, images, config, device, ckpt, metadata or {})
@@ -234,6 +316,7 @@ def _fit(model: nn.Module, objective, images: Tensor, config: TrainConfig, devic
     layout = torch.channels_last if config.channels_last else torch.contiguous_format
     model.to(device, memory_format=layout)
     optimizer, schedule = make_optimizer(model.parameters(), config)
+    scaler = scaler_for(config.precision, device)  # one scaler for both networks' losses, as torch.amp documents
     adversary = getattr(objective, "adversary", None)
     networks = {"model": model}
     if adversary is not None:
@@ -258,6 +341,8 @@ def _fit(model: nn.Module, objective, images: Tensor, config: TrainConfig, devic
             adversary.load_state_dict(payload["adversary"])
             adversary_optimizer.load_state_dict(payload["adversary_optimizer"])
         objective.load_state_dict(payload["objective"])
+        if "scaler" in payload:
+            scaler.load_state_dict(payload["scaler"])
         history = History(**payload["history"])
         start_epoch = payload["epoch"]
         rng = payload["rng"]["processes"][rank]
@@ -269,13 +354,15 @@ def _fit(model: nn.Module, objective, images: Tensor, config: TrainConfig, devic
             model.initialize(images[epoch_order(0)[:config.batch_size]].to(device))
 
     def forward(x: Tensor) -> dict[str, Tensor]:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+        with torch.autocast(device.type, dtype=AUTOCAST_DTYPES.get(config.precision, torch.bfloat16),
+                            enabled=config.precision in AUTOCAST_DTYPES):
             return objective(model, x)
 
     if config.compile:
         forward = torch.compile(forward)
     data = _resident(images, device)
     steps_per_epoch = len(images) // config.batch_size  # the last incomplete batch is dropped, as in the paper
+    steps_per_epoch = dry_run_cap("steps", steps_per_epoch)
     for epoch in range(start_epoch, config.epochs):
         for network in networks.values():
             network.train()
@@ -290,18 +377,21 @@ def _fit(model: nn.Module, objective, images: Tensor, config: TrainConfig, devic
             optimizer.zero_grad(set_to_none=True)
             # Each network follows the gradient of its own loss only (the generator's loss also reaches the
             # adversary's weights through D(x_hat), and those gradients must not move the adversary).
-            terms["loss"].backward(inputs=list(model.parameters()), retain_graph=adversary is not None)
+            scaler.scale(terms["loss"]).backward(inputs=list(model.parameters()), retain_graph=adversary is not None)
             if adversary is not None:
                 adversary_optimizer.zero_grad(set_to_none=True)
-                terms["adversary_loss"].backward(inputs=list(adversary.parameters()))
+                scaler.scale(terms["adversary_loss"]).backward(inputs=list(adversary.parameters()))
             for network in networks.values() if world > 1 else ():
                 _average_gradients(network, world)
                 for buffer in network.buffers():  # batch norm's running statistics: rank 0's, as DDP does
                     torch.distributed.broadcast(buffer, 0)
             if adversary is not None:
-                adversary_optimizer.step()
-            optimizer.step()
-            schedule.step()
+                scaler.step(adversary_optimizer)
+            scaler.step(optimizer)  # optimizer.step() on unscaled gradients; skipped if they overflowed (fp16)
+            scaler.update()
+            with warnings.catch_warnings():  # a step fp16's scaler skipped is not a schedule called out of order
+                warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"), UserWarning)
+                schedule.step()
             values = torch.stack([v.detach().to(device, torch.float32).reshape(()) for v in terms.values()])
             if world > 1:  # every process records, and updates its objective with, the whole batch's means
                 torch.distributed.all_reduce(values)
@@ -332,6 +422,8 @@ def _fit(model: nn.Module, objective, images: Tensor, config: TrainConfig, devic
                 "objective": objective.state_dict(), "history": history.state_dict(),
                 "train_config": asdict(config), "rng": {"processes": processes},
             }
+            if scaler.is_enabled():
+                payload["scaler"] = scaler.state_dict()
             if adversary is not None:
                 payload["adversary"] = adversary.state_dict()
                 payload["adversary_optimizer"] = adversary_optimizer.state_dict()

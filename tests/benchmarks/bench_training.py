@@ -9,9 +9,13 @@ computes the Split-VAE loss and reads it every step; vaelab's way is `fit` with 
 the data resident on the GPU, bf16 autocast, channels-last and torch.compile (on a GPU; `--fit-options none` turns
 them off), reading the losses every 50 steps. Reported: images per second each, their ratio, and the FLOPs of one
 training step counted by torch's FlopCounterMode (forward and backward of every matmul and convolution), which on
-a GPU with a known bf16 peak give the fraction of that peak.
+a GPU with a known bf16 peak give the fraction of that peak, and the sustained rate of counted FLOPs, the number
+vaelab.budget assumes per GPU class (compare it with budget.SUSTAINED_TFLOPS and correct the table from it). Run as a
+script (or with --recipes), it then prints every recipe's FLOPs per step and estimated training time per GPU
+class (vaelab.budget).
 """
 import argparse
+import sys
 import time
 
 import torch
@@ -77,6 +81,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--recipes", action="store_true",
+                        help="then print every recipe's FLOPs per step and estimated time per GPU class (the script "
+                             "does by default; about a minute of counting on a CPU)")
     parser.add_argument("--fit-options", choices=["fast", "none"], default="fast",
                         help="fast: bf16, channels-last and torch.compile on a GPU (fp32 on a CPU); none: fp32 eager")
     args = parser.parse_args(argv)
@@ -108,10 +115,30 @@ def main(argv=None) -> dict:
     peak = next((tflops for key, tflops in BF16_PEAK_TFLOPS.items() if key in name), None)
     if peak:
         result["fit_fraction_of_bf16_peak"] = flops * args.steps / fit_seconds / (peak * 1e12)
+    result["fit_sustained_tflops"] = flops * args.steps / fit_seconds / 1e12
     for key, value in result.items():
         print(f"{key:28s} {value:.4g}" if isinstance(value, float) else f"{key:28s} {value}")
+    if args.recipes:
+        print()
+        print(recipe_step_table())
     return result
 
 
+def recipe_step_table() -> str:
+    """Each recipe's FLOPs per training step and its estimated training time per GPU class."""
+    from vaelab import budget, recipes
+
+    rows = []
+    for name, make in recipes.RECIPES.items():
+        if name in recipes.RECIPE_ALIASES:
+            continue
+        experiment = make()
+        cost = budget.experiment_cost(experiment)
+        rows.append([name, budget.format_flops(budget.step_flops(experiment)), f"{budget.training_steps(experiment.recipe):,}",
+                     *(budget.format_duration(cost.seconds(gpu)) for gpu in budget.GPU_CLASSES)])
+    header = ["recipe", "per step", "steps", *(f"{g} {budget.fastest_precision(g)}" for g in budget.GPU_CLASSES)]
+    return budget.table(rows, header, right=set(range(1, len(header))))
+
+
 if __name__ == "__main__":
-    main()
+    main(["--recipes", *sys.argv[1:]])

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import data
+from ..train import dry_run_cap
 
 
 class FeatureStatistics(NamedTuple):
@@ -107,6 +108,7 @@ def reference_statistics(extractor: FeatureExtractor, dataset: str, split: str =
     The file name holds everything the statistics depend on (dataset, split, n, image size, extractor and weights),
     so a cache computed for other data or another network is never picked up.
     """
+    n = dry_run_cap("samples", n)
     images = data.load(dataset, split, pad_to_32=pad_to_32, limit=n).images
     cache_dir = Path(cache_dir) if cache_dir is not None else data.data_root() / "stats"
     path = cache_dir / f"{dataset}_{split}_n{n}_{images.shape[-1]}px_{extractor.name}.npz"

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from ..losses import bernoulli_nll, gaussian_nll
+from ..train import dry_run_cap
 from ..vae import Encoder
 from .latents import model_device
 
@@ -47,6 +48,7 @@ def log_likelihood_bounds(model: nn.Module, images: Tensor, log_likelihood: LogL
     """
     model.eval()
     device = model_device(model, device)
+    k = dry_run_cap("importance_samples", k)
     samples_per_pass = min(k, batch_size)
     own_weights = getattr(model, "log_importance_weights", None)
     if own_weights is None and log_likelihood is None:

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import data
-from ..train import pick_device
+from ..train import dry_run_cap, pick_device
 from .classifier import classifier_features
 from .frechet import FeatureExtractor, feature_statistics, frechet_distance_between
 from .inception import InceptionFeatures
@@ -47,6 +47,8 @@ def evaluate(model: nn.Module, dataset: str, *, pad_to_32: bool = False, samples
     the generated images by name ("prior", and "gmm" where it applies), for grids."""
     if samples < 2:
         raise ValueError(f"samples must be at least 2 (a covariance needs two), got {samples}")
+    samples, likelihood_images = dry_run_cap("samples", samples), dry_run_cap("samples", likelihood_images)
+    importance_samples = dry_run_cap("importance_samples", importance_samples)
     model.eval().to(pick_device())
     test = data.load(dataset, "test", pad_to_32=pad_to_32, limit=min(samples, 10_000)).images
     extractor, implementation = feature_extractor(features, dataset, weights)
