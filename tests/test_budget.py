@@ -122,3 +122,25 @@ def test_formatting():
     assert budget.format_duration(3.1 * 86400) == "3.1 d"
     lines = budget.table([["a-long-name", "7"], ["b", "12"]], ["name", "n"], right={1}).splitlines()
     assert lines[0] == "name          n" and lines[2] == "a-long-name   7" and lines[3] == "b            12"
+
+
+def test_a_dry_run_trains_gpu_recipes_at_full_size_on_standins(tmp_path, monkeypatch):
+    from vaelab import data
+    from vaelab.metrics import log_likelihood_bounds
+    from vaelab.train import DRY_RUN_LIMITS
+
+    data.write_standins(tmp_path, images=8, datasets=("celeba", "cifar10"))
+    monkeypatch.setenv("VAELAB_DATA", str(tmp_path))
+    monkeypatch.setenv("VAELAB_DRY_RUN", "1")
+    monkeypatch.setenv("VAELAB_COMPUTE", "gpu")
+    for name in ("book-howto-patchgan-gpu", "book-selfvae-vae-gpu"):
+        experiment = recipes.RECIPES[name]()
+        model, history = experiment.train(runs=tmp_path / "runs", progress=False)
+        # the full-size network and images, a few steps of a few images
+        assert budget.parameter_count(experiment) == sum(p.numel() for p in model.parameters())
+        epochs = min(experiment.recipe.train.epochs, DRY_RUN_LIMITS["epochs"])
+        assert len(history["loss"]) == epochs * DRY_RUN_LIMITS["steps"]
+    x = experiment.recipe.load_data("test").images
+    assert x.shape[1:] == (3, 32, 32) and len(x) <= DRY_RUN_LIMITS["images"]
+    bounds = log_likelihood_bounds(model, x[:2], k=512)  # capped to DRY_RUN_LIMITS["importance_samples"]
+    assert torch.all(bounds.iwae >= bounds.elbo - 1e-3)

@@ -413,3 +413,40 @@ def test_a_server_that_never_answers_does_not_hang_a_download(tmp_path, monkeypa
         data.load("mnist", "test", root=tmp_path)
     assert time.monotonic() - start < 60  # torchvision tries several mirrors and files, each gives up after 1 s
     silent.close()
+
+
+# ---------------------------------------------------------------- stand-ins and CelebA's zip
+
+
+def test_standins_load_through_the_real_loaders(tmp_path, monkeypatch):
+    written = data.write_standins(tmp_path, images=6)
+    assert set(written) == {"mnist", "cifar10", "celeba", "inception"}
+    mnist = data.load("mnist", "test", root=tmp_path, download=False)
+    assert mnist.images.shape == (6, 1, 28, 28) and mnist.labels.max() <= 9
+    cifar = data.load("cifar10", root=tmp_path, download=False)
+    assert cifar.images.shape == (5 * 2, 3, 32, 32) and len(data.load("cifar10", "test", root=tmp_path,
+                                                                       download=False).images) == 6
+    # CelebA from its zip, as downloaded: extracted on first use, then read as the aligned images
+    for split in ("train", "valid", "test"):
+        images, labels = data.load("celeba", split, root=tmp_path, download=False)
+        assert images.shape == (6, 3, 64, 64) and labels.shape == (6, 40)
+    assert (tmp_path / "celeba" / "img_align_celeba" / "000001.jpg").is_file()
+    assert not list((tmp_path / "celeba").glob("*.partial"))
+    # the FID network reads the random weights where torch.hub keeps them
+    from vaelab.metrics.inception import InceptionFeatures
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    features = InceptionFeatures(device="cpu")
+    assert features(torch.rand(2, 3, 32, 32)).shape == (2, 2048)
+
+
+def test_a_celeba_zip_that_is_a_quota_page_says_what_to_do(tmp_path):
+    folder = tmp_path / "celeba"
+    folder.mkdir()
+    (folder / "img_align_celeba.zip").write_text("<html>Google Drive - Quota exceeded</html>")
+    (folder / "list_eval_partition.txt").write_text("000001.jpg 0\n")
+    with pytest.raises(data.DatasetNotFoundError) as error:
+        data.load("celeba", root=tmp_path, download=False)
+    message = str(error.value)
+    assert "BadZipFile" in message and "Delete it" in message and "by hand" in message
+    assert str(folder) in message and "mmlab.ie.cuhk.edu.hk" in message
+    assert not (folder / "img_align_celeba").exists() and not list(folder.glob("*.partial"))
