@@ -133,9 +133,11 @@ def test_a_dry_run_trains_gpu_recipes_at_full_size_on_standins(tmp_path, monkeyp
     monkeypatch.setenv("VAELAB_DATA", str(tmp_path))
     monkeypatch.setenv("VAELAB_DRY_RUN", "1")
     monkeypatch.setenv("VAELAB_COMPUTE", "gpu")
+    monkeypatch.delenv("VAELAB_RUNS", raising=False)
     for name in ("book-howto-patchgan-gpu", "book-selfvae-vae-gpu"):
         experiment = recipes.RECIPES[name]()
-        model, history = experiment.train(runs=tmp_path / "runs", progress=False)
+        model, history = experiment.train(progress=False)
+        assert experiment.checkpoint().parent == tmp_path / "runs" / "dry-run"  # never where real runs live
         # the full-size network and images, a few steps of a few images
         assert budget.parameter_count(experiment) == sum(p.numel() for p in model.parameters())
         epochs = min(experiment.recipe.train.epochs, DRY_RUN_LIMITS["epochs"])

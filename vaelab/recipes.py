@@ -42,7 +42,7 @@ from .losses import BalancedGaussianELBO, GammaBalance, HowNotToTrainLoss, HowTo
 from .self_supervised_vae import PRESETS as SELF_SUPERVISED_PRESETS
 from .self_supervised_vae import SelfSupervisedELBO, SelfSupervisedVAE, SelfSupervisedVAEConfig
 from .split_vae import SplitVAE
-from .train import (DRY_RUN_LIMITS, EXECUTION_ONLY, History, TrainConfig, compute_mode, dry_run, fit, recipe_mode,
+from .train import (DRY_RUN_LIMITS, EXECUTION_ONLY, History, TrainConfig, dry_run, fit, recipe_mode,
                     seed_everything)
 from .vae import PAPER_BETA, PRESETS, VAE
 
@@ -91,8 +91,10 @@ BOOK_VAE_EPOCHS = {"gpu": 5, "paper": 250}
 
 
 def runs_dir() -> Path:
-    """Where recipes keep their checkpoints: $VAELAB_RUNS, else <data root>/runs."""
-    return Path(os.environ.get("VAELAB_RUNS") or data.data_root() / "runs")
+    """Where recipes keep their checkpoints: $VAELAB_RUNS, else <data root>/runs; in a dry run its subfolder
+    dry-run/, so that a dry run's few steps never stand in the place of a real run's checkpoint."""
+    runs = Path(os.environ.get("VAELAB_RUNS") or data.data_root() / "runs")
+    return runs / "dry-run" if dry_run() else runs
 
 
 def default_objective(recipe: Recipe):

@@ -267,7 +267,7 @@ def fit(model: nn.Module, objective, images: Tensor, config: TrainConfig = Train
     _check_config(config)
     if dry_run():
         config = replace(config, epochs=dry_run_cap("epochs", config.epochs),
-                         batch_size=min(config.batch_size, max(DRY_RUN_LIMITS["batch_size"], 2)))
+                         batch_size=dry_run_cap("batch_size", config.batch_size))
     if len(images) < config.batch_size:
         raise ValueError(f"{len(images)} images are fewer than one batch of {config.batch_size}")
     rank, world = process_group()
