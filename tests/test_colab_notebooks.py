@@ -272,3 +272,10 @@ def test_chapter_1_executed_shows_its_values_and_its_self_checks(tmp_path):
                         shown[-1].strip())
     printed = json.dumps([o for c in notebook.cells if c.cell_type == "code" for o in c.outputs])
     assert printed.count("not done yet") == 2, "each coding exercise's self-check ran on its stub"
+
+
+def test_names_glued_from_a_dict_of_keywords_are_found():
+    cell = "for name, value in dict(alpha=1, beta_two=2.5).items():\n    glue(name, value)\n"
+    sites = colab.glue_sites([(3, cell)])
+    assert colab.glued_at("alpha", sites) == 3 and colab.glued_at("beta_two", sites) == 3
+    assert colab.glued_at("gamma", sites) is None

@@ -115,6 +115,6 @@ def begin(seed: int = 0) -> Chapter:
     mode = compute_mode()
     seed_everything(seed)
     use_book_style()
-    sizes = "the papers' sizes, for a GPU" if mode == "full" else "small enough for a CPU"
+    sizes = "a Colab GPU's budget" if mode == "gpu" else "small enough for a CPU"
     print(f"compute mode: {mode} ({sizes}), on {machine()}")
     return Chapter(mode)

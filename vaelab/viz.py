@@ -63,6 +63,7 @@ BOOK_STYLE = {
     "legend.frameon": False,
     "image.cmap": "gray",
     "image.interpolation": "nearest",  # small images keep their pixels
+    "savefig.pad_inches": 0.0,  # the inline backend saves with bbox_inches="tight": no margin beyond the column
 }
 
 

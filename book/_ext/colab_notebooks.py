@@ -427,7 +427,9 @@ def glue_sites(code_cells: list[tuple[int, str]], library: Path = ROOT / "vaelab
         tree = python_of(source)
         if tree is None:
             raise ConversionError(f"code cell {index} is not Python: {source[:80]!r}")
-        literals = [m[1] for m in STRING_LITERAL.finditer(source)]
+        literals = [m[1] for m in STRING_LITERAL.finditer(source)] + [  # and dict(name=value, ...)'s names
+            keyword.arg for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            and node.func.id == "dict" for keyword in node.keywords if keyword.arg]
         in_helpers = set()
         for function, parameters, calls in gluing_functions(tree):
             helpers[function] = (parameters, [c.args[0] for c in calls])
