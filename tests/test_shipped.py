@@ -97,7 +97,7 @@ def test_the_code_digest_ignores_comments_and_docstrings_only():
 def test_every_shipped_checkpoint_is_current_and_computes_what_it_was_trained_to(path):
     """Fails when a recipe or a model's code changes without the checkpoint being retrained: the message says how."""
     payload = load_checkpoint(path, shipped.SHIPPED_FORMAT)
-    experiment = RECIPES[payload["experiment"]]()
+    experiment = RECIPES[payload["experiment"]]().seeded(payload.get("seed", 0))
     model = experiment.model_class(experiment.recipe.model)
     loaded = shipped.load(experiment.recipe, model, experiment.tag, experiment.make_objective(experiment.recipe))
     assert loaded is not None and payload["epochs"] > experiment.recipe.train.epochs
