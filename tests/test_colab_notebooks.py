@@ -279,3 +279,11 @@ def test_names_glued_from_a_dict_of_keywords_are_found():
     sites = colab.glue_sites([(3, cell)])
     assert colab.glued_at("alpha", sites) == 3 and colab.glued_at("beta_two", sites) == 3
     assert colab.glued_at("gamma", sites) is None
+
+
+def test_numpy_and_torch_scalars_are_glued_as_python_numbers():
+    import torch
+    vaelab.chapter.glue("a_numpy_scalar", np.float64(0.25))
+    vaelab.chapter.glue("a_tensor_scalar", torch.tensor(3))
+    assert type(vaelab.chapter.glued["a_numpy_scalar"]) is float and vaelab.chapter.glued["a_tensor_scalar"] == 3
+    assert vaelab.chapter.fill("{{a_numpy_scalar:.2f}}") == "0.25"

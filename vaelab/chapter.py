@@ -17,6 +17,7 @@ import time
 from ast import literal_eval
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from .train import compute_mode, seed_everything
@@ -35,7 +36,12 @@ PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*(?::([^{}]*?))?\s*\}\}")
 
 
 def glue(name: str, value, display: bool = False) -> None:
-    """Record `value` under `name`: in `glued`, and for {glue:text}`name` in the chapter's text (myst-nb)."""
+    """Record `value` under `name`: in `glued`, and for {glue:text}`name` in the chapter's text (myst-nb).
+
+    A numpy or torch scalar is glued as the Python number it holds: myst-nb formats {glue:text}`name:.2f` from the
+    value's plain-text form, and numpy 2 writes its scalars as `np.float64(0.5)`, which is no number to it."""
+    if isinstance(value, (np.generic, torch.Tensor)) and getattr(value, "ndim", 0) == 0:
+        value = value.item()
     glued[name] = value
     if _myst_glue is not None:
         _myst_glue(name, value, display=display)
