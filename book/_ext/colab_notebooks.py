@@ -418,7 +418,7 @@ def glued_names(text: str) -> list[str]:
 def glue_sites(code_cells: list[tuple[int, str]], library: Path = ROOT / "vaelab") -> dict[str, int]:
     """name (or "re:" and a pattern, for names built at run time) -> the first code cell that glues it, read from
     the code: glue("name", ...); glue(f"name_{x}", ...); glue(variable, ...), taken to glue the names written as
-    string literals in its cell; a function of the chapter or of the library that glues, at the cells that call
+    string literals in its cell or as the keywords of a dict(name=value, ...) there; a function of the chapter or of the library that glues, at the cells that call
     it, with the names its arguments give (def glue_pair(prefix, ...): glue(f"{prefix}_difference", ...), then
     glue_pair("gmm_prior", ...)); and Chapter.end()'s names at the cell that calls it."""
     sites: dict[str, int] = {}
