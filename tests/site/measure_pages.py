@@ -14,6 +14,11 @@ the code lines a reader on Colab sees that teach nothing about the subject:
   and swapping in shipped checkpoints (any call through `shipped.`, e.g. `vaelab.shipped.prefer`). A statement
   without any call (`x = 3`) is not bookkeeping, nor is one that calls anything else as well.
 
+A reader meets fewer of them than the source holds: the book shows a `remove-input` cell's output alone and
+nothing of a `remove-cell` one, and the Colab notebooks (book/colab, book/_ext/colab_notebooks.py) fold both, a
+one-line title in place of the code. So two counts are reported: every bookkeeping line of the source, and the
+bookkeeping lines a reader *sees*, those outside the folded cells (the install cell included: Colab needs it).
+
 The page height is the document's scrollHeight in headless Chromium at a 1280-pixel window (and at 800), once
 MathJax has typeset the page, with dropdowns closed: the length a reader scrolls.
 """
@@ -64,7 +69,7 @@ def _code_lines(source: str) -> set[int]:
 
 def measure_notebook(path: Path) -> dict:
     """Code lines and bookkeeping lines of one notebook (see the module's docstring)."""
-    code = bookkeeping = 0
+    code = bookkeeping = seen = 0
     for cell in json.loads(path.read_text())["cells"]:
         if cell["cell_type"] != "code":
             continue
@@ -72,8 +77,12 @@ def measure_notebook(path: Path) -> dict:
         lines = _code_lines(source)
         code += len(lines)
         tags = cell.get("metadata", {}).get("tags", [])
-        if {"remove-cell", "remove-input"} & set(tags) or "google.colab" in source:
+        if {"remove-cell", "remove-input"} & set(tags):  # folded: the reader sees none of its code
             bookkeeping += len(lines)
+            continue
+        if "google.colab" in source:
+            bookkeeping += len(lines)
+            seen += len(lines)
             continue
         python = "\n".join("pass" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
         try:
@@ -86,8 +95,10 @@ def measure_notebook(path: Path) -> dict:
             if calls and all(is_bookkeeping_call(c) for c in calls):
                 marked |= set(range(statement.lineno, statement.end_lineno + 1))
         bookkeeping += len(lines & marked)
+        seen += len(lines & marked)
     return {"code_lines": code, "bookkeeping_lines": bookkeeping,
-            "bookkeeping_share": bookkeeping / code if code else 0.0}
+            "bookkeeping_share": bookkeeping / code if code else 0.0,
+            "seen_lines": seen, "seen_share": seen / code if code else 0.0}
 
 
 def page_heights(site: Path, pages: list[str], widths=(1280, 800)) -> dict[str, dict[int, int]]:
@@ -133,13 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.site:
         for page, heights in page_heights(args.site.resolve(), pages).items():
             rows[page]["height"] = heights
-    print("| notebook | code lines | bookkeeping lines | share | page height at 1280 / 800 px |")
+    print("| notebook | code lines | bookkeeping lines in the source (share) | of them a reader sees (share) "
+          "| page height at 1280 / 800 px |")
     print("|---|---:|---:|---:|---:|")
     for page, row in rows.items():
         height = row.get("height")
         shown = f"{height[1280]:,} / {height[800]:,}" if height else "(no --site)"
-        print(f"| {page} | {row['code_lines']} | {row['bookkeeping_lines']} | {100 * row['bookkeeping_share']:.1f} % "
-              f"| {shown} |")
+        print(f"| {page} | {row['code_lines']} | {row['bookkeeping_lines']} ({100 * row['bookkeeping_share']:.1f} %) "
+              f"| {row['seen_lines']} ({100 * row['seen_share']:.1f} %) | {shown} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0

@@ -143,3 +143,4 @@ def test_bookkeeping_is_counted_as_measure_pages_defines_it(tmp_path):
     # code lines: 3 + 4 + 2 + 2 + 1; bookkeeping: the install cell, the clock, the two lines of glue, the swap and
     # the hidden cell; not `model = train(...)`, `print(shown)` or `x = 3`
     assert measured["code_lines"] == 12 and measured["bookkeeping_lines"] == 3 + 1 + 2 + 1 + 2, measured
+    assert measured["seen_lines"] == 3 + 1 + 2 + 1, measured  # all but the hidden cell, which readers get folded
