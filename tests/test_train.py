@@ -4,8 +4,8 @@ import torch
 from vaelab import VAE, BalancedGaussianELBO, TrainConfig, compute_mode, fit, restore
 from vaelab.data import load
 from vaelab.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
-from vaelab.train import (DRY_RUN_LIMITS, NonFiniteLossError, auto_precision, dry_run, dry_run_cap, recipe_mode,
-                          scaler_for)
+from vaelab.runtime import recipe_mode
+from vaelab.train import DRY_RUN_LIMITS, NonFiniteLossError, auto_precision, dry_run, dry_run_cap, scaler_for
 
 
 @pytest.fixture(scope="module")

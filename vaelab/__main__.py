@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import budget, metrics, recipes, shipped, viz
+from . import budget, metrics, recipes, shipped
 from .checkpoint import CheckpointError, load_checkpoint
 
 
@@ -80,9 +80,11 @@ def evaluate(path: Path, out: Path, **protocol) -> dict:
     measures, images = metrics.evaluate(model, meta["dataset"], pad_to_32=meta["pad_to_32"], **protocol)
     result = {"checkpoint": str(path), "recipe": meta.get("recipe"), "epoch": payload["epoch"],
               "vaelab_version": meta.get("vaelab_version"), **measures}
+    from .viz import grid_png  # here, not at the top: the rest of the command line needs no figure libraries
+
     out.mkdir(parents=True, exist_ok=True)
     for name, generated in images.items():
-        (out / f"samples_{name}.png").write_bytes(viz.grid_png(generated[:64]))
+        (out / f"samples_{name}.png").write_bytes(grid_png(generated[:64]))
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     return result
 

@@ -11,7 +11,6 @@ chapter's Colab notebook (book/colab/) shows its prose with `show_markdown`, whi
 
     show_markdown("The test MSE is {{test_mse:.4f}}.")
 """
-import os
 import re
 import time
 from ast import literal_eval
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .train import compute_mode, seed_everything
+from .runtime import compute_mode, machine, seed_everything
 from .viz import use_book_style
 
 try:
@@ -93,14 +92,6 @@ def _as_text(name: str, value, spec: str) -> str:
         return format(value, spec)
     except (TypeError, ValueError) as error:
         raise ValueError(f"the value glued as {name!r}, {value!r}, does not take the format {spec!r}") from error
-
-
-def machine() -> str:
-    """The hardware a chapter ran on, in words: the GPU's name, or the CPU cores torch uses."""
-    if torch.cuda.is_available():
-        return f"one {torch.cuda.get_device_name()} GPU"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cores} CPU cores, no GPU"
 
 
 @dataclass

@@ -21,6 +21,7 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
+from urllib.parse import urlparse
 
 import numpy as np
 import platformdirs
@@ -103,6 +104,14 @@ class ImageSet(NamedTuple):
 
 
 DOWNLOAD_TIMEOUT = 30.0  # seconds without an answer before a download gives up
+
+
+def fid_weights_path() -> Path:
+    """Where pytorch-fid (through torch.hub) caches the FID weights (vaelab.metrics.InceptionFeatures):
+    $TORCH_HOME/hub/checkpoints/<file>."""
+    from pytorch_fid.inception import FID_WEIGHTS_URL  # imported here: pytorch-fid is slow to import
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(FID_WEIGHTS_URL).path).name
 
 
 @contextmanager
@@ -482,8 +491,6 @@ def write_standins(root: str | os.PathLike, *, images: int = 64, seed: int = 0,
         elif name == "celeba":
             written[name] = _write_celeba_standin(root / "celeba", images, rng)
         elif name == "inception":
-            from .metrics.inception import fid_weights_path  # imported here: it imports pytorch-fid
-
             path = root / "torch" / "hub" / "checkpoints" / fid_weights_path().name
             path.parent.mkdir(parents=True, exist_ok=True)
             generator_state = torch.get_rng_state()

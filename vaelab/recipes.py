@@ -5,7 +5,7 @@ once and writes the checkpoint under the runs folder; a later call with the same
 checkpoint, loads it and returns at once (that is `fit`'s resumption, with nothing left to do).
 
 `RECIPES` names every experiment the command line can run (`python -m vaelab train <name>`): the papers'
-configurations and the book's runs in each budget. There are three budgets (vaelab.train.compute_mode):
+configurations and the book's runs in each budget. There are three budgets (vaelab.runtime.compute_mode):
 
 - quick: two CPU cores, each chapter within 3 minutes (what CI runs and what the shipped checkpoints are of);
 - gpu: the default on a GPU; each chapter's runs and evaluation sized so that the chapter takes at most 15 minutes
@@ -42,8 +42,8 @@ from .losses import BalancedGaussianELBO, GammaBalance, HowNotToTrainLoss, HowTo
 from .self_supervised_vae import PRESETS as SELF_SUPERVISED_PRESETS
 from .self_supervised_vae import SelfSupervisedELBO, SelfSupervisedVAE, SelfSupervisedVAEConfig
 from .split_vae import SplitVAE
-from .train import (DRY_RUN_LIMITS, EXECUTION_ONLY, History, TrainConfig, dry_run, fit, recipe_mode,
-                    seed_everything)
+from .runtime import recipe_mode, seed_everything
+from .train import DRY_RUN_LIMITS, EXECUTION_ONLY, History, TrainConfig, dry_run, fit
 from .vae import PAPER_BETA, PRESETS, VAE
 
 

@@ -40,9 +40,9 @@ import torch
 from torch import nn
 
 from . import metrics
-from .chapter import machine
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .recipes import Experiment, Recipe, default_objective, run_digest, run_fields, runs_dir
+from .runtime import machine
 from .train import History
 
 SHIPPED = Path(__file__).parent / "shipped"

@@ -1,5 +1,5 @@
-"""fit(): the one training loop of vaelab, with the compute switch, seeding, history, atomic checkpoints and exact
-resumption. Every model of the book trains through it.
+"""fit(): the one training loop of vaelab, with seeding, history, atomic checkpoints and exact resumption
+(the compute switch and the device are vaelab.runtime's). Every model of the book trains through it.
 
     history = fit(model, BalancedGaussianELBO(beta=8), images, TrainConfig(epochs=3, checkpoint="run.pt"))
 
@@ -21,7 +21,6 @@ with its epoch and step as before, and the checkpoint on disk still holds the la
 """
 import math
 import os
-import random
 import re
 import warnings
 from dataclasses import asdict, dataclass, replace
@@ -34,51 +33,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import (CHECKPOINT_FORMAT, check_same_run, exclusive, model_config, restore,
                          run_identity, save_checkpoint)
-
-COMPUTE_MODES = ("quick", "gpu")  # what a chapter runs in; "paper" is the command line's (vaelab.recipes)
-BUDGETS = ("quick", "gpu", "paper")  # what a recipe can be sized for
-MODE_ALIASES = {"full": "gpu"}  # the gpu budget's name before the paper budget was split off
-
-
-def _resolve_alias(mode: str, where: str) -> str:
-    if mode in MODE_ALIASES:
-        warnings.warn(f"{where} {mode!r} is now called {MODE_ALIASES[mode]!r} (sized for a Colab T4 in 15 minutes "
-                      f"per chapter); the papers' own runs are the 'paper' recipes, from the command line",
-                      FutureWarning, stacklevel=3)
-        return MODE_ALIASES[mode]
-    return mode
-
-
-def compute_mode() -> str:
-    """The one compute switch. $VAELAB_COMPUTE = quick | gpu; unset: gpu on a GPU, quick otherwise.
-
-    quick: small data and short runs that finish in minutes on two CPU cores (what CI runs).
-    gpu: the papers' data sets and image sizes, larger networks and far more steps, each chapter sized to finish
-    within 15 minutes on a Colab T4 (vaelab.budget estimates it). "full", its old name, is accepted with a warning.
-    The papers' own runs (the "paper" recipes, hours to days) are trained from the command line, not by a chapter.
-    """
-    mode = os.environ.get("VAELAB_COMPUTE", "").strip().lower()
-    if not mode:
-        return "gpu" if torch.cuda.is_available() else "quick"
-    mode = _resolve_alias(mode, "VAELAB_COMPUTE=")
-    if mode == "paper":
-        raise ValueError("VAELAB_COMPUTE=paper: the papers' own runs take hours to days and are not run by a chapter; "
-                         "train them from the command line (python -m vaelab recipes lists them with their "
-                         "estimated times, python -m vaelab train NAME trains one) and use quick or gpu here")
-    if mode not in COMPUTE_MODES:
-        raise ValueError(f"VAELAB_COMPUTE must be one of {COMPUTE_MODES}, got {mode!r}")
-    return mode
-
-
-def recipe_mode(mode: str | None) -> str:
-    """The budget a recipe is sized for: `mode` (quick, gpu or paper; "full" means gpu), or compute_mode()."""
-    if mode is None:
-        return compute_mode()
-    mode = _resolve_alias(mode, "mode")
-    if mode not in BUDGETS:
-        raise ValueError(f"the budgets are {BUDGETS}, got {mode!r}")
-    return mode
-
+from .runtime import pick_device, seed_everything
 
 # A dry run (VAELAB_DRY_RUN=1) executes every line of a chapter at full image and network size with the amounts of
 # work capped here, so that the GPU budget's code path runs on a CPU in seconds per run. The one place the caps live:
@@ -106,20 +61,6 @@ def dry_run() -> bool:
 def dry_run_cap(kind: str, n: int) -> int:
     """n, or at most DRY_RUN_LIMITS[kind] in a dry run."""
     return min(n, DRY_RUN_LIMITS[kind]) if dry_run() else n
-
-
-def pick_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # also seeds every CUDA device
 
 
 class NonFiniteLossError(RuntimeError):

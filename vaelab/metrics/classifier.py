@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from .. import data
 from ..checkpoint import CheckpointError, save_checkpoint
-from ..train import pick_device, seed_everything
+from ..runtime import pick_device, seed_everything
 from .frechet import FeatureExtractor, weights_digest
 
 

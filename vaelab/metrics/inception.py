@@ -1,7 +1,6 @@
 """FID: the Frechet distance in the pool features of pytorch-fid's InceptionV3."""
 import os
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
@@ -10,17 +9,13 @@ from pytorch_fid.inception import FID_WEIGHTS_URL, FIDInceptionA, FIDInceptionC,
 from torch import Tensor, nn
 
 from .. import data
-from ..train import pick_device
+from ..data import fid_weights_path
+from ..runtime import pick_device
 from .frechet import FeatureExtractor, weights_digest
 
 
 class FIDWeightsUnavailableError(FileNotFoundError):
     """The FID Inception weights are not on disk and could not be downloaded."""
-
-
-def fid_weights_path() -> Path:
-    """Where pytorch-fid (through torch.hub) caches the FID weights: $TORCH_HOME/hub/checkpoints/<file>."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(FID_WEIGHTS_URL).path).name
 
 
 def _weights_unavailable(problem: str) -> FIDWeightsUnavailableError:

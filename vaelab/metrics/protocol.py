@@ -14,7 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from .. import data
-from ..train import dry_run_cap, pick_device
+from ..runtime import pick_device
+from ..train import dry_run_cap
 from .classifier import classifier_features
 from .frechet import FeatureExtractor, feature_statistics, frechet_distance_between
 from .inception import InceptionFeatures
