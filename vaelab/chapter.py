@@ -1,9 +1,10 @@
 """What every chapter of the book does at its start and at its end, written once:
 
-    chapter = vaelab.chapter.begin()   # the compute mode, the seed, the figure style, and a clock
+    chapter = vaelab.chapter.begin(chapter=2)  # the compute mode, the seed, the figure style, and a clock
     ...
     glue("test_mse", mse)              # a number the prose quotes, rendered by Jupyter Book
-    chapter.end()                      # glues this run's time and machine for the page's header
+    chapter.end()                      # glues this run's time and machine, and the chapter's estimated time in
+                                       # the gpu budget, for the page's header
 
 `glue` records every value in `glued`, and also hands it to myst-nb when Jupyter Book's tooling is installed (the
 book build): a student who runs a chapter on Colab after `pip install vaelab` needs no book tooling. There, the
@@ -97,21 +98,39 @@ def _as_text(name: str, value, spec: str) -> str:
 @dataclass
 class Chapter:
     mode: str
+    number: int | None = None  # the chapter's number in the book: which of vaelab.recipes.CHAPTER_WORK is its
     started: float = field(default_factory=time.perf_counter)
 
     def end(self) -> None:
-        """Glue the run time of the chapter and the machine it ran on (the page header quotes both)."""
+        """Glue the run time of the chapter, the machine it ran on and the chapter's estimated time in the gpu
+        budget on a Colab T4 (the page header quotes all three)."""
         seconds = time.perf_counter() - self.started
         glue("chapter_run_time", f"{seconds / 60:.1f} minutes" if seconds >= 90 else f"{seconds:.0f} seconds")
         glue("chapter_machine", machine())
         glue("chapter_mode", self.mode)
+        glue("chapter_gpu_estimate", gpu_estimate(self.number))
 
 
-def begin(seed: int = 0) -> Chapter:
-    """Start a chapter: read the compute switch, seed every generator, set the book's figure style."""
+def gpu_estimate(chapter: int | None) -> str:
+    """How long the chapter takes in the gpu budget on a Colab T4, in words: vaelab.budget's estimate of its work
+    (vaelab.recipes.CHAPTER_WORK["gpu"]: every run it trains, from scratch, and its evaluation), whose FLOPs are
+    counted and divided by the T4's assumed sustained rate. `python -m vaelab recipes` prints the same."""
+    if chapter is None:
+        return "not estimated here (vaelab.chapter.begin was not given the chapter's number)"
+    from . import budget, recipes  # here, not at the top: the count builds the chapter's networks
+
+    work = recipes.CHAPTER_WORK["gpu"].get(chapter)
+    if work is None:
+        return "as long as in quick mode: this chapter computes the same in either mode"
+    return f"an estimated {budget.chapter_cost(work).minutes('T4'):.1f} minutes on a Colab T4"
+
+
+def begin(seed: int = 0, chapter: int | None = None) -> Chapter:
+    """Start a chapter: read the compute switch, seed every generator, set the book's figure style. chapter: its
+    number in the book, for the estimate of its time in the gpu budget that `Chapter.end` glues."""
     mode = compute_mode()
     seed_everything(seed)
     use_book_style()
     sizes = "a Colab GPU's budget" if mode == "gpu" else "small enough for a CPU"
     print(f"compute mode: {mode} ({sizes}), on {machine()}")
-    return Chapter(mode)
+    return Chapter(mode, chapter)
