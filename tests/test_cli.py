@@ -18,8 +18,10 @@ def test_train_then_evaluate_a_recipe(tmp_path, monkeypatch, capsys, tiny_config
     monkeypatch.setitem(recipes.RECIPES, "tiny", lambda: tiny)
     assert main(["train", "tiny"]) == 0
     [checkpoint] = (tmp_path / "runs").glob("*.pt")
+    assert f"checkpoint: {checkpoint}\n" in capsys.readouterr().out  # the run says where it is
     assert main(["train", "tiny", "--epochs", "2"]) == 0  # resumes the same run for one more epoch
-    assert "finished" in capsys.readouterr().out
+    finished = capsys.readouterr().out
+    assert "finished" in finished and f"python -m vaelab evaluate {checkpoint}" in finished
 
     # torchvision's InceptionV3 has the FID network's parameter names and shapes: its random weights stand in
     # for the real file, which cannot be downloaded here
@@ -51,7 +53,7 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys):
 
 
 @pytest.mark.filterwarnings("ignore:inception-fid")
-def test_a_self_supervised_checkpoint_is_evaluated_by_its_bits_per_dimension(tmp_path, monkeypatch):
+def test_a_self_supervised_checkpoint_is_evaluated_by_its_bits_per_dimension(tmp_path, monkeypatch, capsys):
     from vaelab.self_supervised_vae import SelfSupervisedELBO, SelfSupervisedVAE, SelfSupervisedVAEConfig
 
     monkeypatch.setenv("VAELAB_RUNS", str(tmp_path / "runs"))
@@ -66,6 +68,7 @@ def test_a_self_supervised_checkpoint_is_evaluated_by_its_bits_per_dimension(tmp
     monkeypatch.setitem(recipes.RECIPES, "tiny-selfvae", lambda: tiny)
     assert main(["train", "tiny-selfvae"]) == 0
     [checkpoint] = (tmp_path / "runs").glob("*.pt")
+    assert f"checkpoint: {checkpoint}" in capsys.readouterr().out
     weights = tmp_path / "fid_weights.pth"
     torch.save(torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False,
                                                num_classes=1008).state_dict(), weights)
@@ -78,6 +81,9 @@ def test_a_self_supervised_checkpoint_is_evaluated_by_its_bits_per_dimension(tmp
     assert 0 < result["bpd_iwae_4"] <= result["bpd_elbo"]
     assert result["bpd_images"] == "the first 6 images of the test split"
     assert (out / "samples_prior.png").read_bytes().startswith(b"\x89PNG")
+    bars = capsys.readouterr().err  # minutes on a CPU: the user sees them pass
+    assert "sampling p(x): 100%" in bars and "8/8" in bars
+    assert "importance sampling, K=4: 100%" in bars and "6/6" in bars
 
 
 def test_the_recipes_table_lists_sizes_steps_and_estimated_times_aligned(monkeypatch, capsys):

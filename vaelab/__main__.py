@@ -15,6 +15,7 @@ import json
 import os
 import sys
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -182,10 +183,15 @@ def main(argv: list[str] | None = None) -> int:
             overrides = {k: v for k, v in (("epochs", args.epochs), ("device", args.device),
                                            ("precision", args.precision)) if v is not None}
             overrides |= {k: True for k in ("channels_last", "compile") if getattr(args, k)}
+            experiment = recipes.RECIPES[args.recipe]()
+            experiment = replace(experiment, recipe=replace(experiment.recipe,
+                                                            train=replace(experiment.recipe.train, **overrides)))
             with process_group() as rank:
-                model, history = recipes.RECIPES[args.recipe]().train(**overrides, progress=rank == 0)
+                model, history = experiment.train(progress=rank == 0)
             if rank == 0:
                 print("finished: " + "  ".join(f"{k} {v[-1]:.4g}" for k, v in history.epochs.items()))
+                checkpoint = experiment.checkpoint()
+                print(f"checkpoint: {checkpoint}\n  measure it: python -m vaelab evaluate {checkpoint}")
         elif args.command == "shipped":
             print("| recipe | seed | epochs | steps (the page's run) | training | trained on | commit | MiB | status |")
             print("|---|---|---|---|---|---|---|---|---|")
@@ -202,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             out = args.out or args.checkpoint.with_suffix("")
             result = evaluate(args.checkpoint, out, samples=args.samples, features=args.features,
                               weights=args.weights, likelihood_images=args.likelihood_images,
-                              importance_samples=args.importance_samples)
+                              importance_samples=args.importance_samples, progress=True)
             print(json.dumps(result, indent=2))
             print(f"written to {out / 'metrics.json'}")
     except (CheckpointError, ValueError, FileNotFoundError) as error:

@@ -5,6 +5,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from ..losses import bernoulli_nll, gaussian_nll
 from ..train import dry_run_cap
@@ -31,7 +32,8 @@ class LikelihoodBounds(NamedTuple):
 
 @torch.no_grad()
 def log_likelihood_bounds(model: nn.Module, images: Tensor, log_likelihood: LogLikelihood | None = None, k: int = 1,
-                          *, batch_size: int = 500, device: str | torch.device | None = None) -> LikelihoodBounds:
+                          *, batch_size: int = 500, device: str | torch.device | None = None,
+                          progress: bool = False) -> LikelihoodBounds:
     r"""Both lower bounds on log p(x), per image, from the same K samples z_k ~ q(z|x):
 
         log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x)
@@ -40,7 +42,7 @@ def log_likelihood_bounds(model: nn.Module, images: Tensor, log_likelihood: LogL
     Jensen's inequality puts IWAE_K above the ELBO; its expectation grows with K towards log p(x) (Burda et al.).
     Each image gets its own log-sum-exp over its own samples (the srVAE code instead takes the log-sum-exp of
     batch-mean negative ELBOs, with the sign inside flipped: a number no tighter than the ELBO; the book's eq-iwae).
-    batch_size bounds the decoder passes at a time.
+    batch_size bounds the decoder passes at a time; progress: a tqdm bar over the images.
 
     A model with several latents supplies its weights itself: a method `log_importance_weights(x, k)` returning
     the (k, B) values log p(x, latents) - log q(latents | x) of k joint samples is used when present, and then
@@ -54,6 +56,7 @@ def log_likelihood_bounds(model: nn.Module, images: Tensor, log_likelihood: LogL
     if own_weights is None and log_likelihood is None:
         raise ValueError(f"{type(model).__name__} has no log_importance_weights method: pass log_likelihood")
     elbo, iwae = [], []
+    bar = tqdm(total=len(images), desc=f"importance sampling, K={k}", unit="image", disable=not progress)
     for x in images.split(max(1, batch_size // k)):
         x = x.to(device)
         chunks = torch.arange(k).split(samples_per_pass)
@@ -64,6 +67,8 @@ def log_likelihood_bounds(model: nn.Module, images: Tensor, log_likelihood: LogL
             log_w = torch.cat([_log_weights(model, x, mu, logvar, log_likelihood, chunk.numel()) for chunk in chunks])
         elbo.append(log_w.mean(0).cpu())
         iwae.append((torch.logsumexp(log_w, 0) - math.log(k)).cpu())
+        bar.update(len(x))
+    bar.close()
     return LikelihoodBounds(torch.cat(elbo), torch.cat(iwae))
 
 

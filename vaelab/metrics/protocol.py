@@ -12,6 +12,7 @@ implementations, sample counts or reference sets are not comparable.
 """
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from .. import data
 from ..runtime import pick_device
@@ -36,16 +37,22 @@ def feature_extractor(features: str, dataset: str, weights: str | None = None) -
 
 
 @torch.no_grad()
-def generate(model: nn.Module, n: int, batch_size: int = 500) -> Tensor:
-    """n samples of the model's p(x), on the CPU."""
-    return torch.cat([model.sample(min(batch_size, n - i)).cpu() for i in range(0, n, batch_size)])
+def generate(model: nn.Module, n: int, batch_size: int = 500, progress: bool = False) -> Tensor:
+    """n samples of the model's p(x), on the CPU; progress: a tqdm bar over them."""
+    images = []
+    with tqdm(total=n, desc="sampling p(x)", unit="image", disable=not progress) as bar:
+        for i in range(0, n, batch_size):
+            images.append(model.sample(min(batch_size, n - i)).cpu())
+            bar.update(len(images[-1]))
+    return torch.cat(images)
 
 
 def evaluate(model: nn.Module, dataset: str, *, pad_to_32: bool = False, samples: int = 10_000,
              features: str = "auto", weights: str | None = None, likelihood_images: int = 1000,
-             importance_samples: int = 512, seed: int = 0) -> tuple[dict, dict[str, Tensor]]:
+             importance_samples: int = 512, seed: int = 0, progress: bool = False) -> tuple[dict, dict[str, Tensor]]:
     """Measure a trained model on `dataset` by the protocol above. Returns the measures (a JSON-able dict) and
-    the generated images by name ("prior", and "gmm" where it applies), for grids."""
+    the generated images by name ("prior", and "gmm" where it applies), for grids. progress: tqdm bars for the
+    sampling and the importance sampling (the command line's; minutes on a CPU)."""
     if samples < 2:
         raise ValueError(f"samples must be at least 2 (a covariance needs two), got {samples}")
     samples, likelihood_images = dry_run_cap("samples", samples), dry_run_cap("samples", likelihood_images)
@@ -55,13 +62,13 @@ def evaluate(model: nn.Module, dataset: str, *, pad_to_32: bool = False, samples
     extractor, implementation = feature_extractor(features, dataset, weights)
     reference = feature_statistics(extractor, test)
     torch.manual_seed(seed)
-    images = {"prior": generate(model, samples)}
+    images = {"prior": generate(model, samples, progress=progress)}
     result = {"distance": implementation, "samples": samples,
               "reference": f"{dataset} test split, its first {len(test):,} images",
               "prior": frechet_distance_between(extractor, images["prior"], reference)}
     # a likelihood over 8-bit pixels: bits per dimension (eq-bpd; Gatopoulos & Tomczak 2020, §4.1)
     if hasattr(model, "log_importance_weights"):
-        bounds = log_likelihood_bounds(model, test[:likelihood_images], k=importance_samples)
+        bounds = log_likelihood_bounds(model, test[:likelihood_images], k=importance_samples, progress=progress)
         dims = test[0].numel()
         result |= {"bpd_elbo": bits_per_dim(bounds.elbo, dims),
                    f"bpd_iwae_{importance_samples}": bits_per_dim(bounds.iwae, dims),
