@@ -5,8 +5,8 @@ The paper's variational posterior over y is a point mass, q(y|x) = delta(y - d(x
 the ELBO needs no entropy term for y. That only holds if y is *discrete*: every transform here returns an 8-bit
 image (values k/255), so p(y|u) can be the same discretized likelihood as p(x|...).
 
-    downscale   halve height and width (antialiased bilinear, as PIL's Resize in the srVAE code); stackable:
-                28 -> 14 -> 7 gives the 3-level model's y_2 and y_1
+    downscale   halve height and width (the antialiased bilinear filter of PIL's Resize in the srVAE code,
+                rounded once where PIL rounds twice); stackable: 28 -> 14 -> 7 gives the 3-level model's y_2 and y_1
     sketch      a pencil sketch, the colour dodge of the grey image with its blurred inverse; one channel at the
                 image's own size; a sketch of a sketch is not a sketch, so it is applied once
 
@@ -48,8 +48,15 @@ def check_images(x: Tensor, name: str = "x") -> None:
 def downscale(x: Tensor) -> Tensor:
     """y = d(x): height and width halved, re-quantised to 8 bits.
 
-    Antialiased bilinear resizing averages each output pixel over a 4x4 neighbourhood with weights (1,3,3,1)/8
-    per axis, what PIL's bilinear Resize (the srVAE code) does when it shrinks by 2.
+    Each output pixel is the exact weighted mean of its 4x4 neighbourhood, weights (1,3,3,1)/8 per axis (the
+    antialiased bilinear filter at a factor of 2; at the border the weights outside the image are dropped and the
+    rest renormalised), computed in floating point and rounded once to the nearest level k/255.
+
+    The srVAE code shrinks with PIL's bilinear Resize: the same filter, but applied one axis at a time, rounding to
+    8 bits after each of its two passes. The two y's therefore differ by at most one level, and often by one: on 478
+    CIFAR-10 images 15.6 % of the values do, on 478 Fashion-MNIST test images 10.2 %. vaelab's y is the nearer to
+    the exact mean (within half a level; Pillow's drifts up to about one). The ELBO's bound holds either way: y only
+    has to be a deterministic 8-bit function of x (tests/test_transforms.py compares the two).
     """
     check_images(x)
     if x.shape[-2] % 2 or x.shape[-1] % 2:
