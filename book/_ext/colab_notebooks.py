@@ -40,9 +40,9 @@ FIGURE_FORMAT = "Fig. {number}"
 EQUATION_FORMAT = "({number})"
 EXERCISE_FORMAT = "Exercise {number}"
 # Names glued by vaelab.chapter's Chapter.end(), the chapter's last cell, which no cell of the chapter glues.
-CHAPTER_END_GLUES = ("chapter_run_time", "chapter_machine", "chapter_mode")
+CHAPTER_END_GLUES = ("chapter_run_time", "chapter_machine", "chapter_mode", "chapter_gpu_estimate")
 CHAPTER_END_TEMPLATE = ("This run of the chapter took {{chapter_run_time}} on {{chapter_machine}}, in {{chapter_mode}} "
-                        "mode.")
+                        "mode. In the gpu budget it takes {{chapter_gpu_estimate}}.")
 ADMONITIONS = {"admonition", "note", "tip", "hint", "important", "warning", "caution", "attention", "danger",
                "error", "seealso"}
 # A value in a template: {{name}} or {{name:format_spec}} (vaelab.chapter.fill reads the same syntax).
