@@ -1,6 +1,8 @@
 """vaelab.budget: FLOPs counted by torch equal hand counts, scale as they must, and every chapter's gpu budget fits a
 Colab T4 in 15 minutes by the stated method."""
+import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -107,6 +109,47 @@ def test_every_chapter_fits_a_t4_in_15_minutes_and_the_docstring_says_so(chapter
     training, evaluation, minutes = map(float, row.groups())
     assert training == round(cost.training / 1e15, 2) and evaluation == round(cost.evaluation / 1e15, 2)
     assert minutes == round(cost.minutes("T4"), 1)
+
+
+CHAPTER_FILES = {int(path.name[:2]): path for path in (Path(__file__).parents[1] / "book").glob("0*.ipynb")}
+READS_ITS_SIZES = (2, 3, 6, 7)  # chapters whose GPU path reads CHAPTER_WORK["gpu"][n].sizes (4 and 5: not yet)
+QUOTES_ITS_ESTIMATE = (1, 2, 3, 6, 7)  # chapters whose header quotes chapter_gpu_estimate (4 and 5: not yet)
+
+
+def code_of(chapter: int) -> str:
+    notebook = json.loads(CHAPTER_FILES[chapter].read_text())
+    return "\n".join("".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code")
+
+
+@pytest.mark.parametrize("chapter", READS_ITS_SIZES)
+def test_a_chapter_s_gpu_path_computes_the_sizes_its_estimate_counts(chapter):
+    code, sizes = code_of(chapter), recipes.CHAPTER_WORK["gpu"][chapter].sizes
+    assert f'CHAPTER_WORK["gpu"][{chapter}].sizes' in code and sizes
+    for name in sizes:  # every size the count is made of, read by the chapter's cells
+        assert re.search(rf"""(GPU|\.sizes)\[["']{name}["']\]""", code), f"chapter {chapter} never reads {name!r}"
+    work = recipes.CHAPTER_WORK["gpu"][chapter]
+    if "samples" in sizes:  # the count follows the sizes: more samples per set, more evaluation, the same training
+        builder = getattr(recipes, f"_chapter_{chapter}")
+        more = budget.chapter_cost(builder({**sizes, "samples": 2 * sizes["samples"]}))
+        assert more.evaluation > budget.chapter_cost(work).evaluation and more.training == budget.chapter_cost(work).training
+
+
+@pytest.mark.parametrize("chapter", QUOTES_ITS_ESTIMATE)
+def test_a_chapter_s_header_quotes_its_own_estimate(chapter):
+    assert f"vaelab.chapter.begin(chapter={chapter})" in code_of(chapter)
+    header = "".join(json.loads(CHAPTER_FILES[chapter].read_text())["cells"][0]["source"])
+    assert "{glue:text}`chapter_gpu_estimate`" in header
+
+
+def test_the_estimate_chapter_end_glues_is_vaelab_budget_s(monkeypatch):
+    import vaelab.chapter
+
+    monkeypatch.setattr(vaelab.chapter, "glued", {})
+    vaelab.chapter.Chapter("gpu", 6).end()
+    minutes = budget.chapter_cost(recipes.CHAPTER_WORK["gpu"][6]).minutes("T4")
+    assert vaelab.chapter.glued["chapter_gpu_estimate"] == f"an estimated {minutes:.1f} minutes on a Colab T4"
+    vaelab.chapter.Chapter("quick", 1).end()  # chapter 1 trains nothing: the same in either mode
+    assert 1 not in recipes.CHAPTER_WORK["gpu"] and "quick mode" in vaelab.chapter.glued["chapter_gpu_estimate"]
 
 
 def test_the_old_full_names_resolve_to_the_gpu_runs_and_are_not_listed():

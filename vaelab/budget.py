@@ -148,6 +148,17 @@ def importance_flops(model: nn.Module, image_shape: tuple[int, int, int], images
                      log_likelihood=None) -> int:
     """FLOPs of vaelab.metrics.log_likelihood_bounds with k importance samples on `images` images: a part per
     image (the encoder) and a part per sample (the decoder), read off counts at k = 1 and k = 2."""
+    per_image, per_sample = _importance_parts(model, image_shape, log_likelihood)
+    return (per_image + per_sample * k) * images
+
+
+def encoding_flops(model: nn.Module, image_shape: tuple[int, int, int], images: int) -> int:
+    """FLOPs of encoding `images` images (vaelab.metrics.encode): the per-image part of importance_flops, which is
+    the encoder's pass (a model whose importance weights run everything per sample has none apart)."""
+    return _importance_parts(model, image_shape)[0] * images
+
+
+def _importance_parts(model: nn.Module, image_shape: tuple[int, int, int], log_likelihood=None) -> tuple[int, int]:
     from .metrics.likelihood import gaussian_log_likelihood, log_likelihood_bounds
 
     if log_likelihood is None and not hasattr(model, "log_importance_weights"):
@@ -156,7 +167,7 @@ def importance_flops(model: nn.Module, image_shape: tuple[int, int, int], images
     one, two = (count_flops(lambda k=k: log_likelihood_bounds(model, x, log_likelihood, k=k, device="cpu"))
                 for k in (1, 2))
     per_sample = two - one
-    return (one - per_sample + per_sample * k) * images
+    return one - per_sample, per_sample
 
 
 @functools.cache
@@ -177,9 +188,11 @@ def inception_flops_per_image() -> int:
 
 @functools.cache
 def classifier_flops_per_image(channels: int, size: int) -> int:
-    """FLOPs of one image's features in the offline classifier (vaelab.metrics.classifier)."""
+    """FLOPs of one image's features in the offline classifier (vaelab.metrics.classifier), which reads 28x28
+    images (a 32x32 image padded from 28x28 is cropped back first)."""
     from .metrics.classifier import SmallClassifier
 
+    size = 28 if size == 32 else size
     net = SmallClassifier().eval()
     x = torch.rand(PROBE_BATCH, channels, size, size)
     with torch.no_grad():
@@ -237,10 +250,10 @@ def parameter_count(experiment) -> int:
 
 
 def evaluation_cost(experiment, *, samples: int = 0, features: str | None = None, feature_images: int = 0,
-                    likelihood_images: int = 0, importance_samples: int = 0) -> Cost:
-    """The FLOPs of evaluating an experiment's model: `samples` images drawn, the Fréchet features of
-    `feature_images` images (generated and reference together), and `importance_samples` importance samples on
-    each of `likelihood_images` test images."""
+                    likelihood_images: int = 0, importance_samples: int = 0, encoded_images: int = 0) -> Cost:
+    """The FLOPs of evaluating an experiment's model: `samples` images drawn (decoded), the Fréchet features of
+    `feature_images` images (generated and reference together), `importance_samples` importance samples on
+    each of `likelihood_images` test images, and the codes of `encoded_images` images."""
     recipe = experiment.recipe
     shape = image_shape(recipe.model)
     torch.manual_seed(0)
@@ -250,6 +263,8 @@ def evaluation_cost(experiment, *, samples: int = 0, features: str | None = None
         flops += feature_flops(features, shape, feature_images)
     if likelihood_images and importance_samples:
         flops += importance_flops(model, shape, likelihood_images, importance_samples)
+    if encoded_images:
+        flops += encoding_flops(model, shape, encoded_images)
     return Cost(evaluation=flops)
 
 
@@ -265,7 +280,8 @@ def chapter_cost(work) -> Cost:
         cost += evaluation_cost(experiment(evaluation.experiment), samples=evaluation.samples,
                                 features=evaluation.features, feature_images=evaluation.feature_images,
                                 likelihood_images=evaluation.likelihood_images,
-                                importance_samples=evaluation.importance_samples)
+                                importance_samples=evaluation.importance_samples,
+                                encoded_images=evaluation.encoded_images)
     return cost
 
 

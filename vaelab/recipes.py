@@ -18,12 +18,12 @@ its evaluation), estimated by vaelab.budget at the T4's fp16 rate for training a
 (`python -m vaelab recipes` prints it, with each recipe's estimate per GPU class):
 
     chapter  runs trained                                    training     evaluation   T4 estimate
-    2        book-vae-gpu                                    0.90 PFLOP   0.01 PFLOP    3.8 min
-    3        book-vae-gpu, 3 beta-sweep runs                 1.35 PFLOP   0.71 PFLOP   10.4 min
+    2        book-vae-gpu                                    0.90 PFLOP   0.00 PFLOP    3.8 min
+    3        book-vae-gpu, 3 beta-sweep runs                 1.35 PFLOP   1.14 PFLOP   13.2 min
     4        book-vae-gpu, book-splitvae-gpu                 1.81 PFLOP   0.70 PFLOP   12.2 min
     5        book-selfvae-{vae,2level,3level,sketch}-gpu     1.52 PFLOP   0.28 PFLOP    8.2 min
-    6        book-howto-{4 variants}-gpu, 3 seeds each       1.39 PFLOP   0.57 PFLOP    9.6 min
-    7        book-selfvae-{vae,2level,3level}-gpu            0.95 PFLOP   0.47 PFLOP    7.1 min
+    6        book-howto-{4 variants}-gpu, 3 seeds each       1.39 PFLOP   0.99 PFLOP   12.4 min
+    7        book-selfvae-{vae,2level,3level}-gpu            0.95 PFLOP   1.17 PFLOP   11.7 min
 
 (The table is checked against vaelab.budget by tests/test_budget.py.)
 """
@@ -31,7 +31,7 @@ import hashlib
 import importlib.metadata
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from torch import nn
@@ -294,9 +294,10 @@ RECIPES |= {alias: RECIPES[name] for alias, name in RECIPE_ALIASES.items()}
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One measurement a chapter makes of a run's model: `samples` images drawn from it, the Fréchet `features` of
-    `feature_images` images (generated and reference together), `importance_samples` importance samples on each
-    of `likelihood_images` test images."""
+    """One measurement a chapter makes of a run's model: `samples` images decoded (from the prior, from a mixture or
+    from the codes of real images), the Fréchet `features` of `feature_images` images (generated and reference
+    together), `importance_samples` importance samples on each of `likelihood_images` test images, and the codes of
+    `encoded_images` images (reconstructions, latent statistics, a mixture's fit)."""
 
     experiment: str  # a name in RECIPES
     samples: int = 0
@@ -304,57 +305,134 @@ class Evaluation:
     feature_images: int = 0
     likelihood_images: int = 0
     importance_samples: int = 0
+    encoded_images: int = 0
 
 
 @dataclass(frozen=True)
 class ChapterWork:
-    """What a chapter computes in a budget: the runs it trains (each from scratch) and its measurements. The gpu
-    budget's entries are what the chapters' GPU paths must stay within: vaelab.budget turns them into FLOPs and an
-    estimated time per GPU class."""
+    """What a chapter computes in a budget: the runs it trains (each from scratch), its measurements, and the sizes
+    its cells read (`sizes`: samples per set, sample sets, importance samples ...), from which the measurements are
+    counted. The gpu budget's entries are what the chapters' GPU paths compute: vaelab.budget turns them into FLOPs
+    and an estimated time per GPU class, and each chapter's GPU path takes its sizes from here."""
 
     trains: tuple[str, ...]
     evaluations: tuple[Evaluation, ...] = ()
+    sizes: dict = field(default_factory=dict)
 
 
-def _sweep(beta: float) -> Experiment:
-    """Chapter 3's beta sweep in the gpu budget: the book's gpu network on 10,000 images for 5 epochs."""
-    recipe = fashion_vae("gpu")
-    return Experiment(replace(recipe, name=f"{recipe.name}_beta_sweep", beta=beta, train_limit=10_000))
+def beta_sweep(beta: float, mode: str | None = None, **train_overrides) -> Recipe:
+    """Chapter 3's sweep over beta: chapter 2's network and loss with another beta, on fewer images for fewer
+    steps. quick: 3,000 images for 2 epochs. gpu: 10,000 images for 5 epochs."""
+    mode = recipe_mode(mode)
+    if mode == "paper":
+        raise ValueError("chapter 3's beta sweep has quick and gpu budgets only")
+    recipe = fashion_vae(mode)
+    images, epochs = (3_000, 2) if mode == "quick" else (10_000, 5)
+    return replace(recipe, name=f"{recipe.name}_beta_sweep", beta=beta, train_limit=images,
+                   train=replace(recipe.train, epochs=epochs, **train_overrides))
 
 
-GPU_SWEEP_BETAS = (1.0, 4.0, 16.0)
-RECIPES_FOR_BUDGET = {f"book-vae-gpu-beta-{b:g}": (lambda b=b: _sweep(b)) for b in GPU_SWEEP_BETAS}
+SWEEP_BETAS = (1.0, 8.0, 32.0)  # chapter 3's betas: chapter 2's 8 between a weaker and a stronger pull
+RECIPES_FOR_BUDGET = {f"book-vae-gpu-beta-{b:g}": (lambda b=b: Experiment(beta_sweep(b, "gpu")))
+                      for b in SWEEP_BETAS}
 """Runs a chapter trains beyond RECIPES (chapter 3's sweep), named for vaelab.budget; not on the command line."""
 
 _SELFVAE_GPU = tuple(f"book-selfvae-{v}-gpu" for v in SELF_SUPERVISED_VARIANTS)
 _HOWTO_GPU = tuple(f"book-howto-{v}-gpu" for v in HOW_TO_TRAIN_VARIANTS)
 HOW_TO_TRAIN_GPU_SEEDS = 3
 
+# What each chapter's GPU path computes, by the names its cells read (a dry run caps each with
+# vaelab.train.dry_run_cap). CHAPTER_WORK below counts the chapters' measurements from these.
+GPU_SIZES: dict[int, dict] = {
+    # test images encoded and decoded for the reconstructions, traversals and latent statistics
+    2: dict(images=2_000),
+    # images per Fréchet distance, sample sets per distance (classifier features; the FID on the first set), the
+    # importance-weighted bounds' test images and K
+    3: dict(samples=10_000, sample_sets=5, likelihood_images=500, importance_samples=(1, 8, 64, 512)),
+    4: dict(samples=5_000, sample_sets=2),
+    5: dict(likelihood_images=500, importance_samples=32, samples=1_000),
+    # images per FID (test images, prior and mixture samples), sample sets per run, training seeds per variant
+    6: dict(samples=2_500, sample_sets=2, seeds=HOW_TO_TRAIN_GPU_SEEDS),
+    # the protocol's samples and sets per distance, its bounds' test images and importance samples
+    7: dict(samples=5_000, sample_sets=3, likelihood_images=500, importance_samples=16),
+}
+
+
+def _chapter_2(sizes: dict) -> ChapterWork:
+    n = sizes["images"]
+    # n test images encoded and decoded; 20 prior samples and 5 traversals of 9 images for the figures
+    return ChapterWork(("book-vae-gpu",), (Evaluation("book-vae-gpu", samples=n + 20 + 5 * 9, encoded_images=n),),
+                       sizes)
+
+
+def _chapter_3(sizes: dict) -> ChapterWork:
+    n, sets, vae = sizes["samples"], sizes["sample_sets"], "book-vae-gpu"
+    train, test = data.SPLIT_SIZES["fashion-mnist"]["train"], data.SPLIT_SIZES["fashion-mnist"]["test"]
+    half = test // 2
+    return ChapterWork((vae, *RECIPES_FOR_BUDGET), (
+        # every sample set: prior and mixture samples and reconstructions of training images, n each; classifier
+        # features of those and of as many real training images, of the test images (the bias, the reference) and
+        # of the resized half of them; the codes of the training images (the mixture, the scatter) and of the test
+        # images (the latent statistics of the model and of the sweep's three)
+        Evaluation(vae, samples=3 * sets * n, features="classifier", feature_images=4 * sets * n + 2 * test + 3 * half,
+                   encoded_images=sets * n + 2 * train + 4 * test),
+        # the FID of the first set of each of the four against the test images; the resizing's three halves
+        Evaluation(vae, feature_images=4 * n + test + 3 * half),
+        Evaluation(vae, likelihood_images=sizes["likelihood_images"], importance_samples=sum(sizes["importance_samples"])),
+    ), sizes)
+
+
+def _chapter_6(sizes: dict) -> ChapterWork:
+    n, sets, seeds = sizes["samples"], sizes["sample_sets"], sizes["seeds"]
+    with_prior, with_mixture = _HOWTO_GPU[:1] + _HOWTO_GPU[2:], _HOWTO_GPU[2:]  # runs a, c, d and c, d
+    return ChapterWork(tuple(name for name in _HOWTO_GPU for _ in range(seeds)), (
+        # the test images' features (the reference) and as many training images' (data to data), once
+        Evaluation(_HOWTO_GPU[0], feature_images=2 * n),
+        # every run and seed: n test images encoded twice (statistics, codes) and reconstructed
+        *(Evaluation(name, samples=n, encoded_images=2 * n) for name in _HOWTO_GPU for _ in range(seeds)),
+        # runs a, c and d: the FID of `sets` sets of n prior samples each
+        *(Evaluation(name, samples=sets * n, feature_images=sets * n) for name in with_prior for _ in range(seeds)),
+        # runs c and d: a mixture fitted to 2n training codes, the FID of `sets` sets of n of its samples
+        *(Evaluation(name, samples=sets * n, feature_images=sets * n, encoded_images=2 * n)
+          for name in with_mixture for _ in range(seeds)),
+        # the figures: one set of prior samples of each run, run c's mixture refitted and n samples of it; the
+        # gradient probes, 250 test images at 4 scales of sigma for each run, forward and backward (about 3 passes)
+        *(Evaluation(name, samples=n + 3 * 4 * 250, encoded_images=3 * 4 * 250) for name in _HOWTO_GPU),
+        Evaluation(_HOWTO_GPU[2], samples=n, encoded_images=2 * n),
+        # run d's discriminator judged on 500 held-out test images and their reconstructions, every seed
+        Evaluation(_HOWTO_GPU[3], samples=500 * seeds, encoded_images=500 * seeds),
+    ), sizes)
+
+
+def _chapter_7(sizes: dict) -> ChapterWork:
+    n, sets = sizes["samples"], sizes["sample_sets"]
+    core = _SELFVAE_GPU[:3]
+    bounds = dict(likelihood_images=sizes["likelihood_images"], importance_samples=sizes["importance_samples"])
+    return ChapterWork(core, (
+        # the protocol (metrics.evaluate): the FID of n prior samples against n test images, each model's own
+        # reference, and the bounds; then `sets` - 1 more sets, and the bounds again, image by image
+        *(Evaluation(name, samples=sets * n, feature_images=(sets + 1) * n, **bounds) for name in core),
+        *(Evaluation(name, **bounds) for name in core),
+        # the test images' reference of the sample sets, and the floor: n training against n test images
+        Evaluation(core[0], feature_images=3 * n),
+    ), sizes)
+
+
 CHAPTER_WORK: dict[str, dict[int, ChapterWork]] = {"gpu": {
-    # 10,000 prior samples for the figures and the GMM's decodings
-    2: ChapterWork(("book-vae-gpu",), (Evaluation("book-vae-gpu", samples=10_000),)),
-    # the Fréchet distances of 3 samplers on one set of 10,000 against the 10,000 test images (FID), the
-    # importance-weighted bounds for K = 1, 8, 64, 512 on 500 test images, a sweep of 3 betas
-    3: ChapterWork(("book-vae-gpu", *RECIPES_FOR_BUDGET),
-                   (Evaluation("book-vae-gpu", samples=20_000, feature_images=40_000),
-                    Evaluation("book-vae-gpu", likelihood_images=500, importance_samples=1 + 8 + 64 + 512))),
+    2: _chapter_2(GPU_SIZES[2]),
+    3: _chapter_3(GPU_SIZES[3]),
     # two models, two samplers, 2 sets of 5,000 each, the training images' floor (2 sets), the 10,000 test images
     4: ChapterWork(("book-vae-gpu", "book-splitvae-gpu"),
                    (Evaluation("book-vae-gpu", samples=10_000, feature_images=20_000),
-                    Evaluation("book-splitvae-gpu", samples=10_000, feature_images=20_000 + 10_000 + 10_000))),
+                    Evaluation("book-splitvae-gpu", samples=10_000, feature_images=20_000 + 10_000 + 10_000)),
+                   GPU_SIZES[4]),
     # bounds with 32 importance samples on 500 test images per variant, 1,000 samples of each for the figures
     5: ChapterWork(_SELFVAE_GPU, tuple(Evaluation(name, samples=1_000, likelihood_images=500, importance_samples=32)
-                                       for name in _SELFVAE_GPU)),
-    # every variant and seed: 2,000 prior and 2,000 GMM samples, FID against 2,000 test images
-    6: ChapterWork(tuple(name for name in _HOWTO_GPU for _ in range(HOW_TO_TRAIN_GPU_SEEDS)),
-                   (Evaluation(_HOWTO_GPU[0], feature_images=2_000),  # the test images' features, once
-                    *(Evaluation(name, samples=4_000, feature_images=4_000)
-                      for name in _HOWTO_GPU for _ in range(HOW_TO_TRAIN_GPU_SEEDS)))),
-    # the results table: chapter 5's three core models trained if missing, each measured by the protocol with
-    # 5,000 samples (FID) and 16 importance samples on 500 test images
-    7: ChapterWork(_SELFVAE_GPU[:3], tuple(Evaluation(name, samples=5_000, feature_images=10_000,
-                                                      likelihood_images=500, importance_samples=16)
-                                           for name in _SELFVAE_GPU[:3])),
+                                       for name in _SELFVAE_GPU), GPU_SIZES[5]),
+    6: _chapter_6(GPU_SIZES[6]),
+    # the results table in a fresh session: chapter 5's three core models trained, each measured by the protocol
+    # (chapters 4 and 6's models are measured too when their chapters have trained them in the same session)
+    7: _chapter_7(GPU_SIZES[7]),
 }}
 
 
