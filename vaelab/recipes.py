@@ -20,8 +20,8 @@ its evaluation), estimated by vaelab.budget at the T4's fp16 rate for training a
     chapter  runs trained                                    training     evaluation   T4 estimate
     2        book-vae-gpu                                    0.90 PFLOP   0.00 PFLOP    3.8 min
     3        book-vae-gpu, 3 beta-sweep runs                 1.35 PFLOP   1.14 PFLOP   13.2 min
-    4        book-vae-gpu, book-splitvae-gpu                 1.81 PFLOP   0.70 PFLOP   12.2 min
-    5        book-selfvae-{vae,2level,3level,sketch}-gpu     1.52 PFLOP   0.28 PFLOP    8.2 min
+    4        book-{vae,splitvae}-gpu, both with 4L latents   2.11 PFLOP   0.79 PFLOP   14.0 min
+    5        book-selfvae-{vae,2level,3level,sketch}-gpu     1.52 PFLOP   0.29 PFLOP    8.3 min
     6        book-howto-{4 variants}-gpu, 3 seeds each       1.39 PFLOP   0.99 PFLOP   12.4 min
     7        book-selfvae-{vae,2level,3level}-gpu            0.95 PFLOP   1.17 PFLOP   11.7 min
 
@@ -332,11 +332,6 @@ def beta_sweep(beta: float, mode: str | None = None, **train_overrides) -> Recip
                    train=replace(recipe.train, epochs=epochs, **train_overrides))
 
 
-SWEEP_BETAS = (1.0, 8.0, 32.0)  # chapter 3's betas: chapter 2's 8 between a weaker and a stronger pull
-RECIPES_FOR_BUDGET = {f"book-vae-gpu-beta-{b:g}": (lambda b=b: Experiment(beta_sweep(b, "gpu")))
-                      for b in SWEEP_BETAS}
-"""Runs a chapter trains beyond RECIPES (chapter 3's sweep), named for vaelab.budget; not on the command line."""
-
 _SELFVAE_GPU = tuple(f"book-selfvae-{v}-gpu" for v in SELF_SUPERVISED_VARIANTS)
 _HOWTO_GPU = tuple(f"book-howto-{v}-gpu" for v in HOW_TO_TRAIN_VARIANTS)
 HOW_TO_TRAIN_GPU_SEEDS = 3
@@ -349,14 +344,40 @@ GPU_SIZES: dict[int, dict] = {
     # images per Fréchet distance, sample sets per distance (classifier features; the FID on the first set), the
     # importance-weighted bounds' test images and K
     3: dict(samples=10_000, sample_sets=5, likelihood_images=500, importance_samples=(1, 8, 64, 512)),
-    4: dict(samples=5_000, sample_sets=2),
-    5: dict(likelihood_images=500, importance_samples=32, samples=1_000),
+    # images per Fréchet distance, sample sets; the runs with four times the latent variables: their training images
+    # and epochs
+    4: dict(samples=2_500, sample_sets=2, small_images=10_000, small_epochs=5),
+    # the likelihood bounds' test images and importance samples
+    5: dict(likelihood_images=500, importance_samples=32),
     # images per FID (test images, prior and mixture samples), sample sets per run, training seeds per variant
     6: dict(samples=2_500, sample_sets=2, seeds=HOW_TO_TRAIN_GPU_SEEDS),
     # the protocol's samples and sets per distance, its bounds' test images and importance samples
     7: dict(samples=5_000, sample_sets=3, likelihood_images=500, importance_samples=16),
 }
 
+
+SWEEP_BETAS = (1.0, 8.0, 32.0)  # chapter 3's betas: chapter 2's 8 between a weaker and a stronger pull
+
+
+def more_latents(model_class: type[nn.Module] = VAE, mode: str | None = None) -> Experiment:
+    """Chapter 4's runs with four times the latent variables: chapter 2's network and loss with 4 L latents, on fewer
+    images (the gpu budget's: GPU_SIZES[4]; quick: 2,000 images once in batches of 50)."""
+    mode = recipe_mode(mode)
+    recipe = fashion_vae(mode)
+    images, epochs, batch = ((2_000, 1, 50) if mode == "quick" else
+                             (GPU_SIZES[4]["small_images"], GPU_SIZES[4]["small_epochs"], 100))
+    recipe = replace(recipe, name=f"{recipe.name}_latents_x4", train_limit=images,
+                     model=replace(recipe.model, latent_dim=4 * recipe.model.latent_dim),
+                     train=replace(recipe.train, epochs=epochs, batch_size=batch))
+    return Experiment(recipe, model_class)
+
+
+RECIPES_FOR_BUDGET = {**{f"book-vae-gpu-beta-{b:g}": (lambda b=b: Experiment(beta_sweep(b, "gpu")))
+                         for b in SWEEP_BETAS},
+                      "book-vae-gpu-latents-x4": lambda: more_latents(VAE, "gpu"),
+                      "book-splitvae-gpu-latents-x4": lambda: more_latents(SplitVAE, "gpu")}
+"""Runs a chapter trains beyond RECIPES (chapter 3's sweep, chapter 4's runs with more latents), named for
+vaelab.budget; not on the command line."""
 
 def _chapter_2(sizes: dict) -> ChapterWork:
     n = sizes["images"]
@@ -369,7 +390,7 @@ def _chapter_3(sizes: dict) -> ChapterWork:
     n, sets, vae = sizes["samples"], sizes["sample_sets"], "book-vae-gpu"
     train, test = data.SPLIT_SIZES["fashion-mnist"]["train"], data.SPLIT_SIZES["fashion-mnist"]["test"]
     half = test // 2
-    return ChapterWork((vae, *RECIPES_FOR_BUDGET), (
+    return ChapterWork((vae, *(f"book-vae-gpu-beta-{b:g}" for b in SWEEP_BETAS)), (
         # every sample set: prior and mixture samples and reconstructions of training images, n each; classifier
         # features of those and of as many real training images, of the test images (the bias, the reference) and
         # of the resized half of them; the codes of the training images (the mixture, the scatter) and of the test
@@ -380,6 +401,31 @@ def _chapter_3(sizes: dict) -> ChapterWork:
         Evaluation(vae, feature_images=4 * n + test + 3 * half),
         Evaluation(vae, likelihood_images=sizes["likelihood_images"], importance_samples=sum(sizes["importance_samples"])),
     ), sizes)
+
+
+def _chapter_4(sizes: dict) -> ChapterWork:
+    n, sets = sizes["samples"], sizes["sample_sets"]
+    train, test = data.SPLIT_SIZES["fashion-mnist"]["train"], data.SPLIT_SIZES["fashion-mnist"]["test"]
+    vae, split, more = "book-vae-gpu", "book-splitvae-gpu", ("book-vae-gpu-latents-x4", "book-splitvae-gpu-latents-x4")
+    return ChapterWork((vae, split, *more), (
+        # each model: a mixture fitted to the codes of the training images, and per sample set n prior and n mixture
+        # samples; their FIDs (the plain VAE's x; the Split-VAE's x, x1, x2 and their random mix); the inactive
+        # latents on `sets` blocks of n test images; the Split-VAE's split described on 1,000 test images
+        Evaluation(vae, samples=2 * sets * n, feature_images=2 * sets * n, encoded_images=train + sets * n),
+        Evaluation(split, samples=2 * sets * n + 1_000, feature_images=8 * sets * n,
+                   encoded_images=train + sets * n + 1_000),
+        # the floor (sets of n training images) and the reference (the 10,000 test images)
+        Evaluation(vae, feature_images=sets * n + test),
+        *(Evaluation(name, encoded_images=sets * n) for name in more),
+    ), sizes)
+
+
+def _chapter_5(sizes: dict) -> ChapterWork:
+    bounds = dict(likelihood_images=sizes["likelihood_images"], importance_samples=sizes["importance_samples"])
+    # every variant: the bounds on the same test images, one pass of inference per image for the tables, and about
+    # 1,000 images generated or transmitted for the figures and the modes
+    return ChapterWork(_SELFVAE_GPU, tuple(Evaluation(name, samples=1_000 + sizes["likelihood_images"], **bounds)
+                                           for name in _SELFVAE_GPU), sizes)
 
 
 def _chapter_6(sizes: dict) -> ChapterWork:
@@ -421,14 +467,8 @@ def _chapter_7(sizes: dict) -> ChapterWork:
 CHAPTER_WORK: dict[str, dict[int, ChapterWork]] = {"gpu": {
     2: _chapter_2(GPU_SIZES[2]),
     3: _chapter_3(GPU_SIZES[3]),
-    # two models, two samplers, 2 sets of 5,000 each, the training images' floor (2 sets), the 10,000 test images
-    4: ChapterWork(("book-vae-gpu", "book-splitvae-gpu"),
-                   (Evaluation("book-vae-gpu", samples=10_000, feature_images=20_000),
-                    Evaluation("book-splitvae-gpu", samples=10_000, feature_images=20_000 + 10_000 + 10_000)),
-                   GPU_SIZES[4]),
-    # bounds with 32 importance samples on 500 test images per variant, 1,000 samples of each for the figures
-    5: ChapterWork(_SELFVAE_GPU, tuple(Evaluation(name, samples=1_000, likelihood_images=500, importance_samples=32)
-                                       for name in _SELFVAE_GPU), GPU_SIZES[5]),
+    4: _chapter_4(GPU_SIZES[4]),
+    5: _chapter_5(GPU_SIZES[5]),
     6: _chapter_6(GPU_SIZES[6]),
     # the results table in a fresh session: chapter 5's three core models trained, each measured by the protocol
     # (chapters 4 and 6's models are measured too when their chapters have trained them in the same session)
