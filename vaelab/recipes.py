@@ -216,12 +216,15 @@ def self_supervised(variant: str, mode: str | None = None, **train_overrides) ->
 
 def self_supervised_paper(variant: str) -> Experiment:
     """The self-supervised VAE paper's CIFAR-10 runs at srVAE's full size (Sec. 4 and srVAE's code): the two-level model
-    ("2level") or the VAE with the RealNVP prior ("vae"), 2,000 epochs (srVAE's default; the paper gives none)."""
+    ("2level") or the VAE with the RealNVP prior ("vae"), with srVAE's budget as its code runs it (the paper gives
+    none): epochs 1 to 1,999 of its range(1, 2000) loop, on the 42,500 training images it keeps after setting 15 %
+    aside, in batches of 32: about 2.65M steps, after which the learning rate, multiplied by 0.999999 per step, is
+    near 1.4e-4, never reaching its floor of 1e-4."""
     config = SelfSupervisedVAEConfig(transforms=("downscale",))  # the defaults are srVAE's CIFAR-10 networks
     if variant == "vae":
         config = replace(config, transforms=(), top_encoder=(16, 8), top_decoder=(128, 6))  # srVAE's densenet32
     recipe = Recipe(f"selfvae_{variant}_cifar10", "cifar10", config, 1.0,
-                    TrainConfig(epochs=2000, **SELF_SUPERVISED_TRAIN))
+                    TrainConfig(epochs=1999, **SELF_SUPERVISED_TRAIN), train_limit=42_500)
     return Experiment(recipe, SelfSupervisedVAE, lambda _: SelfSupervisedELBO())
 
 def how_to_train_your_vae(mode: str | None = None, **train_overrides) -> Recipe:
