@@ -268,8 +268,8 @@ def test_chapter_1_executed_shows_its_values_and_its_self_checks(tmp_path):
     assert shown, "chapter 1 displays no text"
     for text in shown:
         assert MYST_RESIDUE.search(text) is None, text
-    assert re.fullmatch(r"This run of the chapter took [\d.]+ (seconds|minutes) on .+, in quick mode\.",
-                        shown[-1].strip())
+    assert re.fullmatch(r"This run of the chapter took [\d.]+ (seconds|minutes) on .+, in quick mode\. "
+                        r"In the gpu budget it takes .+\.", shown[-1].strip()), shown[-1]
     printed = json.dumps([o for c in notebook.cells if c.cell_type == "code" for o in c.outputs])
     assert printed.count("not done yet") == 2, "each coding exercise's self-check ran on its stub"
 
