@@ -163,6 +163,7 @@ def test_formatting():
     assert budget.format_flops(3.01e9) == "3.01 GFLOP" and budget.format_flops(1.8e16) == "18 PFLOP"
     assert budget.format_duration(42) == "42 s" and budget.format_duration(810) == "13.5 min"
     assert budget.format_duration(3.1 * 86400) == "3.1 d"
+    assert budget.format_duration(0.42) == "0.4 s" and budget.format_duration(0.01) == "< 0.1 s"
     lines = budget.table([["a-long-name", "7"], ["b", "12"]], ["name", "n"], right={1}).splitlines()
     assert lines[0] == "name          n" and lines[2] == "a-long-name   7" and lines[3] == "b            12"
 

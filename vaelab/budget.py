@@ -286,7 +286,9 @@ def chapter_cost(work) -> Cost:
 
 
 def format_duration(seconds: float) -> str:
-    """'42 s', '13.5 min', '6.2 h', '3.1 d': the unit a reader compares with a session's length."""
+    """'0.4 s', '42 s', '13.5 min', '6.2 h', '3.1 d': the unit a reader compares with a session's length."""
+    if seconds < 9.95:
+        return f"{seconds:.1f} s" if seconds >= 0.05 else "< 0.1 s"
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 90 * 60:

@@ -42,7 +42,7 @@ from .losses import BalancedGaussianELBO, GammaBalance, HowNotToTrainLoss, HowTo
 from .self_supervised_vae import PRESETS as SELF_SUPERVISED_PRESETS
 from .self_supervised_vae import SelfSupervisedELBO, SelfSupervisedVAE, SelfSupervisedVAEConfig
 from .split_vae import SplitVAE
-from .runtime import recipe_mode, seed_everything
+from .runtime import BUDGETS, recipe_mode, seed_everything
 from .train import DRY_RUN_LIMITS, EXECUTION_ONLY, History, TrainConfig, dry_run, fit
 from .vae import PAPER_BETA, PRESETS, VAE
 
@@ -264,11 +264,8 @@ HOW_TO_TRAIN_VARIANTS: dict[str, Callable[[Recipe], object]] = {
                                               adversary_betas=recipe.train.betas),
 }
 
-BOOK_BUDGETS = ("quick", "gpu", "paper")
-
-
 def _book(make: Callable[[str], Experiment]) -> dict[str, Callable[[], Experiment]]:
-    return {budget: (lambda budget=budget: make(budget)) for budget in BOOK_BUDGETS}
+    return {budget: (lambda budget=budget: make(budget)) for budget in BUDGETS}
 
 
 def _named(prefix: str, make: Callable[[str], Experiment]) -> dict[str, Callable[[], Experiment]]:
