@@ -55,6 +55,15 @@ def test_frechet_distance_is_zero_for_identical_and_finite_for_rank_deficient_st
     assert ab == pytest.approx(ba, rel=1e-9)
 
 
+def test_the_distance_of_few_samples_is_the_same_through_their_n_x_n_matrix():
+    rng = np.random.default_rng(3)
+    reference = random_statistics(rng, 300, 80, shift=0.2)
+    for n in (2, 30, 80, 200):  # fewer samples than dimensions (the n x n route), as many, more (the d x d route)
+        features = rng.normal(size=(n, 80)) @ rng.normal(size=(80, 80))
+        by_covariance = metrics.frechet_distance(features.mean(0), np.cov(features, rowvar=False), *reference)
+        assert metrics.frechet_distance_of_samples(features, *reference) == pytest.approx(by_covariance, rel=1e-9)
+
+
 def exact_statistics_pair(d: int, rank1: int, rank2: int, seed: int):
     """C1 = Q diag(a) Q^T and C2 = Q diag(b) Q^T with known eigenvalues (zeros beyond the ranks, the non-zero
     ones in [1, 10]) and the exact squared distance sum_i (sqrt a_i - sqrt b_i)^2 + ||mu1 - mu2||^2."""
@@ -281,6 +290,28 @@ def test_latent_gmm_on_a_vae_fits_posterior_means_and_decodes(trained_tiny, digi
     samples = metrics.decode(model, gmm.sample(30), batch_size=7)
     assert samples.shape == (30, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 1
     assert (metrics.paper_gmm_components("mnist"), metrics.paper_gmm_components("celeba")) == (20, 100)
+
+
+def test_a_kept_gmm_fit_is_found_again_only_for_the_same_model_images_and_settings(trained_tiny, digits, tmp_path):
+    import copy
+
+    model, _ = trained_tiny
+    fit = metrics.fit_latent_gmm(model, digits[0], 4, "diag", keep_in=tmp_path)
+    kept = list(tmp_path.iterdir())
+    assert len(kept) == 1
+    again = metrics.fit_latent_gmm(model, digits[0], 4, "diag", keep_in=tmp_path)  # loaded, not refitted
+    assert list(tmp_path.iterdir()) == kept and torch.equal(again.sample(50, seed=1), fit.sample(50, seed=1))
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        next(other.parameters()).add_(0.01)
+    metrics.fit_latent_gmm(other, digits[0], 4, "diag", keep_in=tmp_path)  # other weights
+    metrics.fit_latent_gmm(model, digits[0][:-1], 4, "diag", keep_in=tmp_path)  # other images
+    metrics.fit_latent_gmm(model, digits[0], 3, "diag", keep_in=tmp_path)  # other settings
+    assert len(list(tmp_path.iterdir())) == 4
+    kept[0].write_bytes(b"damaged")  # a damaged file is fitted again and replaced
+    refit = metrics.fit_latent_gmm(model, digits[0], 4, "diag", keep_in=tmp_path)
+    assert torch.equal(refit.sample(50, seed=1), fit.sample(50, seed=1))
+    assert metrics.LatentGMM.load(kept[0]).mixture.n_components == 4
 
 
 def test_latent_statistics_count_variables_whose_mean_ignores_the_image(tiny_config, digits):

@@ -44,6 +44,7 @@ DRY_RUN_LIMITS = {
     "batch_size": 4,  # images per step (batch normalisation needs two)
     "images": 256,  # images a recipe loads per split
     "samples": 64,  # images generated or measured per set
+    "sample_sets": 2,  # sets per distance: the fewest a spread needs
     "importance_samples": 2,  # K of an importance-weighted bound
 }
 

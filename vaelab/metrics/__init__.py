@@ -15,8 +15,9 @@ Every function takes image tensors in [0,1] (N x C x H x W) or a decode callable
 x, x1, x2 or their mix as readily as a plain VAE's samples. Model passes run in eval mode without gradients, in
 batches, on the model's (or feature extractor's) device.
 """
-from .frechet import (FeatureStatistics, frechet_distance, FeatureExtractor, check_images, feature_statistics,
-                      frechet_distance_between, reference_statistics, weights_digest)
+from .frechet import (FeatureStatistics, frechet_distance, frechet_distance_of_samples, FeatureExtractor,
+                      check_images, feature_statistics, frechet_distance_between, reference_statistics,
+                      weights_digest)
 from .inception import (FIDWeightsUnavailableError, fid_weights_path, InceptionFeatures, fid_inception)
 from .classifier import (SmallClassifier, train_classifier, classifier_accuracy, ClassifierFeatures,
                          classifier_features)

@@ -1,7 +1,11 @@
 """The latent space: encoding and decoding in batches, the ex-post GMM, inactive variables."""
+import hashlib
+import inspect
 import os
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -96,11 +100,35 @@ class LatentGMM:
 
 
 def fit_latent_gmm(model: nn.Module, images: Tensor, n_components: int, covariance_type: str = "full",
-                   seed: int = 0, *, batch_size: int = 500, device: str | torch.device | None = None) -> LatentGMM:
+                   seed: int = 0, *, batch_size: int = 500, device: str | torch.device | None = None,
+                   keep_in: str | os.PathLike | None = None) -> LatentGMM:
     """Fit the mixture to the posterior means mu(x) of `images` (the training set: the paper's code used test
-    images, which leaks the data the samples are then compared with)."""
+    images, which leaks the data the samples are then compared with).
+
+    keep_in: a folder where the fit is kept under a digest of everything it depends on (the model's class, code
+    and weights, the images, the settings) and loaded instead of refitted when asked again, as chapter 7 asks for
+    chapter 4's mixtures. EM with a fixed seed is deterministic, so a kept fit is the fit."""
+    path = None
+    if keep_in is not None:
+        path = Path(keep_in) / f"latent_gmm_{_fit_digest(model, images, n_components, covariance_type, seed)}.pt"
+        if path.exists():
+            try:
+                return LatentGMM.load(path)
+            except (CheckpointError, OSError, RuntimeError, EOFError, pickle.UnpicklingError):  # damaged: refitted
+                pass
     mu, _ = encode(model, images, batch_size=batch_size, device=device)
-    return LatentGMM.fit(mu, n_components, covariance_type, seed)
+    gmm = LatentGMM.fit(mu, n_components, covariance_type, seed)
+    if path is not None:
+        gmm.save(path)
+    return gmm
+
+
+def _fit_digest(model: nn.Module, images: Tensor, *settings) -> str:
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(repr((type(model).__qualname__, inspect.getsource(type(model)), settings)).encode())
+    for tensor in [*model.state_dict().values(), images]:
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- inactive latent variables
