@@ -227,7 +227,7 @@ def self_supervised_paper(variant: str) -> Experiment:
                     TrainConfig(epochs=1999, **SELF_SUPERVISED_TRAIN), train_limit=42_500)
     return Experiment(recipe, SelfSupervisedVAE, lambda _: SelfSupervisedELBO())
 
-def how_to_train_your_vae(mode: str | None = None, **train_overrides) -> Recipe:
+def rivera_vae(mode: str | None = None, **train_overrides) -> Recipe:
     """Rivera's residual VAE (chapter 6), trained as the original: Adam with beta_1 = 0.5 and Keras' epsilon 1e-7.
 
     quick: Fashion-MNIST padded to 32x32, the `quick` preset, 5,000 images seen once in batches of 25 (200 steps)
@@ -283,7 +283,7 @@ RECIPES: dict[str, Callable[[], Experiment]] = {
     **{f"selfvae-{v}-cifar10": (lambda v=v: self_supervised_paper(v)) for v in ("2level", "vae")},
     **{name: make for v in HOW_TO_TRAIN_VARIANTS
        for name, make in _named(f"book-howto-{v}", lambda m, v=v: Experiment(
-           how_to_train_your_vae(m), how_to_train.HowToTrainYourVAE, HOW_TO_TRAIN_VARIANTS[v], tag=f"_{v}")).items()},
+           rivera_vae(m), how_to_train.HowToTrainYourVAE, HOW_TO_TRAIN_VARIANTS[v], tag=f"_{v}")).items()},
 }
 
 # The book's runs were called "-full" before the gpu and paper budgets split them: the old names still resolve, to

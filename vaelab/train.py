@@ -43,7 +43,7 @@ DRY_RUN_LIMITS = {
     "steps": 2,  # optimiser steps per epoch
     "batch_size": 4,  # images per step (batch normalisation needs two)
     "images": 256,  # images a recipe loads per split
-    "samples": 64,  # images generated or measured per set
+    "samples": 16,  # images generated or measured per set (each costs an Inception pass at 299x299)
     "sample_sets": 2,  # sets per distance: the fewest a spread needs
     "importance_samples": 2,  # K of an importance-weighted bound
 }
