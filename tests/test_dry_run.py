@@ -3,9 +3,9 @@
 No GPU is needed to run every line of a chapter's GPU path: the dry run keeps the gpu budget's data sets, image
 sizes and networks, and caps the steps, images, samples, sample sets and importance samples
 (vaelab.train.DRY_RUN_LIMITS), so that every shape, branch, data loader, glued name and sentence of the GPU path
-runs. The data that cannot be
-downloaded here (MNIST, CIFAR-10, CelebA, the FID network's weights) are stand-ins in each one's own on-disk format
-(vaelab.data.write_standins, random Inception weights); Fashion-MNIST is the real one. Nothing a dry run computes
+runs. The data that cannot be downloaded here (MNIST, CIFAR-10, CelebA, the FID network's weights) are stand-ins
+in each one's own on-disk format (vaelab.data.write_standins, random Inception weights); Fashion-MNIST is the real
+one. Nothing a dry run computes
 means anything: the test checks that it runs, and records each chapter's time and the kernel's peak memory.
 
 The chapters run in the book's order in one data folder, as on a Colab machine where a reader runs them one after

@@ -13,7 +13,8 @@ from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 
-from ..checkpoint import CheckpointError, save_checkpoint
+from ..checkpoint import CheckpointError, data_fingerprint, save_checkpoint
+from .frechet import weights_digest
 
 
 def model_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
@@ -124,11 +125,10 @@ def fit_latent_gmm(model: nn.Module, images: Tensor, n_components: int, covarian
 
 
 def _fit_digest(model: nn.Module, images: Tensor, *settings) -> str:
-    digest = hashlib.blake2b(digest_size=12)
-    digest.update(repr((type(model).__qualname__, inspect.getsource(type(model)), settings)).encode())
-    for tensor in [*model.state_dict().values(), images]:
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
+    # the fingerprints the cached Frechet statistics and the checkpoints are keyed by
+    identity = (type(model).__qualname__, inspect.getsource(type(model)), weights_digest(model),
+                data_fingerprint(images), settings)
+    return hashlib.blake2b(repr(identity).encode(), digest_size=12).hexdigest()
 
 
 # ---------------------------------------------------------------- inactive latent variables

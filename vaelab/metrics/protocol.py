@@ -51,8 +51,8 @@ def generate(model: nn.Module, n: int, batch_size: int = 500, progress: bool = F
 
 def evaluate(model: nn.Module, dataset: str, *, pad_to_32: bool = False, samples: int = 10_000,
              features: str = "auto", weights: str | None = None, likelihood_images: int = 1000,
-             importance_samples: int = 512, seed: int = 0, progress: bool = False,
-             ex_post_gmm: bool = True, keep_gmm_in: str | os.PathLike | None = None) -> tuple[dict, dict[str, Tensor]]:
+             importance_samples: int = 512, seed: int = 0, progress: bool = False, ex_post_gmm: bool = True,
+             keep_gmm_in: str | os.PathLike | None = None) -> tuple[dict, dict[str, Tensor]]:
     """Measure a trained model on `dataset` by the protocol above. Returns the measures (a JSON-able dict) and
     the generated images by name ("prior", and "gmm" where it applies), for grids. progress: tqdm bars for the
     sampling and the importance sampling (the command line's; minutes on a CPU). ex_post_gmm: False leaves the
