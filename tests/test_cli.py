@@ -54,7 +54,8 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys):
 
 @pytest.mark.filterwarnings("ignore:inception-fid")
 def test_a_self_supervised_checkpoint_is_evaluated_by_its_bits_per_dimension(tmp_path, monkeypatch, capsys):
-    from vaelab.self_supervised_vae import SelfSupervisedELBO, SelfSupervisedVAE, SelfSupervisedVAEConfig
+    from vaelab.losses import SelfSupervisedELBO
+    from vaelab.self_supervised_vae import SelfSupervisedVAE, SelfSupervisedVAEConfig
 
     monkeypatch.setenv("VAELAB_RUNS", str(tmp_path / "runs"))
     config = SelfSupervisedVAEConfig(

@@ -27,8 +27,7 @@ from vaelab import data
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
-STANDIN_IMAGES = 160  # images per split of each stand-in: more than the 100 codes a mixture of 100 components needs
-# (chapters 6 and 7 fit one to CelebA's training split)
+STANDIN_IMAGES = 64  # images per split of each stand-in (a recipe loads at most DRY_RUN_LIMITS["images"] of them)
 PEAK_MEMORY_LIMIT_MIB = 8 * 1024  # the kernel's peak resident memory must stay under this (a laptop's share)
 
 PEAK_CELL = """import json as _json, resource as _resource

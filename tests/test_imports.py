@@ -10,11 +10,6 @@ import vaelab
 
 PACKAGE = Path(vaelab.__file__).resolve().parent
 
-# Edges a cycle may still use, each with why it is not gone yet. self_supervised_vae.transmit imports
-# self_supervised_modes inside the function, and that module builds on the model: issue 20, item 3 (the model's own
-# generative pass and inference as its methods) changes model code and waits for the shipped runs to be retrained.
-KNOWN_CYCLE_EDGES = {("vaelab.self_supervised_vae", "vaelab.self_supervised_modes")}
-
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
@@ -81,11 +76,7 @@ def test_the_import_graph_is_read_from_the_sources():
 
 
 def test_vaelab_imports_run_one_way():
-    graph = import_graph()
-    for source, target in KNOWN_CYCLE_EDGES:  # once it is gone, take it off the list
-        assert target in graph[source], f"{source} no longer imports {target}: remove it from KNOWN_CYCLE_EDGES"
-        graph[source] = graph[source] - {target}
-    cycle = find_cycle(graph)
+    cycle = find_cycle(import_graph())
     assert cycle is None, "vaelab's modules import each other in a circle: " + " -> ".join(cycle)
 
 

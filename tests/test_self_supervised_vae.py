@@ -5,11 +5,11 @@ import torch
 
 from vaelab import TrainConfig, fit, metrics
 from vaelab.data import load
-from vaelab.losses import dmol_channels, dmol_log_prob, dmol_pixel_log_prob, dmol_sample
+from vaelab.distributions import dmol_channels, dmol_log_prob, dmol_pixel_log_prob, dmol_sample, normal_log_prob
+from vaelab.losses import SelfSupervisedELBO
 from vaelab.nn.densenet import WeightNormConv
 from vaelab.self_supervised_modes import MODES, transmit
-from vaelab.self_supervised_vae import (PRESETS, SelfSupervisedELBO, SelfSupervisedVAE, SelfSupervisedVAEConfig,
-                                        gaussian_log_prob)
+from vaelab.self_supervised_vae import PRESETS, SelfSupervisedVAE, SelfSupervisedVAEConfig
 from vaelab.transforms import is_8bit, quantize
 
 # 8x8 digits, 8 -> 4 -> 2, latents 2 x 2 x 2, networks of growth 2 and one step: every kind of layer, in milliseconds
@@ -114,7 +114,7 @@ def test_two_level_elbo_equals_an_independent_computation(digits):
             - log_n(z, mu_z, logvar_z) - log_n(u, mu_u, logvar_u))
     assert torch.allclose(out.elbo, elbo, atol=1e-3)
     assert torch.allclose(out.kl_z, log_n(z, mu_z, logvar_z) - log_n(z, mu_p, logvar_p), atol=1e-4)
-    assert torch.allclose(gaussian_log_prob(z, mu_z, logvar_z), log_n(z, mu_z, logvar_z), atol=1e-4)
+    assert torch.allclose(normal_log_prob(z, mu_z, logvar_z), log_n(z, mu_z, logvar_z), atol=1e-4)
 
 
 def test_data_dependent_init_gives_outputs_of_std_001(digits):
@@ -142,7 +142,7 @@ def test_every_mode_returns_images_and_what_it_transmits(variant, digits):
     out = {mode: transmit(model, mode, x) for mode in MODES}
     for mode, result in out.items():
         assert result.images.shape == x.shape and is_8bit(result.images)
-        assert [tuple(level.shape[1:]) for level in result.levels] == model.image_shapes
+        assert [tuple(level.shape[1:]) for level in result.pyramid] == model.image_shapes
         assert {name: tuple(t.shape[1:]) for name, t in result.sent.items()} == expected[mode]
         assert result.bits_model.shape == result.bits_raw.shape == (4,)
     assert torch.all(out["generation"].bits_raw == 0)
@@ -150,7 +150,7 @@ def test_every_mode_returns_images_and_what_it_transmits(variant, digits):
     assert torch.all(out["conditional_generation"].bits_raw == raw_y)
     for mode in ("reconstruction_1", "reconstruction_2"):
         assert torch.equal(out[mode].bits_model, out[mode].bits_raw)  # no image is sent
-    assert torch.equal(out["conditional_generation"].levels[-2], model.transform(x)[-2])  # the true y is used
+    assert torch.equal(out["conditional_generation"].pyramid[-2], model.transform(x)[-2])  # the true y is used
 
 
 def test_the_plain_vae_has_no_conditional_modes(digits):

@@ -19,13 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .distributions import LOG_2PI, standard_normal_log_prob
 from .nn.densenet import DenseNetLayer, WeightNormConv
-
-LOG_2PI = math.log(2 * math.pi)
-
-
-def standard_normal_log_prob(v: Tensor) -> Tensor:
-    return -0.5 * (v**2 + LOG_2PI).flatten(1).sum(1)
 
 
 class StandardNormal(nn.Module):

@@ -38,9 +38,9 @@ from torch import nn
 
 from . import data
 from . import how_to_train_your_vae as how_to_train
-from .losses import BalancedGaussianELBO, GammaBalance, HowNotToTrainLoss, HowToTrainLoss
+from .losses import BalancedGaussianELBO, GammaBalance, HowNotToTrainLoss, HowToTrainLoss, SelfSupervisedELBO
 from .self_supervised_vae import PRESETS as SELF_SUPERVISED_PRESETS
-from .self_supervised_vae import SelfSupervisedELBO, SelfSupervisedVAE, SelfSupervisedVAEConfig
+from .self_supervised_vae import SelfSupervisedVAE, SelfSupervisedVAEConfig
 from .split_vae import SplitVAE
 from .runtime import BUDGETS, recipe_mode, seed_everything
 from .train import DRY_RUN_LIMITS, EXECUTION_ONLY, History, TrainConfig, dry_run, fit

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .self_supervised_vae import SelfSupervisedVAE, gaussian_log_prob, reparameterize
+from .distributions import normal_log_prob, reparameterize
+from .self_supervised_vae import SelfSupervisedVAE
 
 MODES = ("generation", "conditional_generation", "conditional_reconstruction", "reconstruction_1",
          "reconstruction_2")
@@ -36,7 +37,7 @@ LN2 = math.log(2)
 class Transmission:
     mode: str
     images: Tensor  # x_hat, N x C x H x W, 8-bit in [0,1]
-    levels: list[Tensor]  # the images the decoder used, smallest first: [y_1, ..., y_K, x_hat]
+    pyramid: list[Tensor]  # the images the decoder used, smallest first: [y_1, ..., y_K, x_hat]
     sent: dict[str, Tensor]  # what the receiver needs, by name
     bits_model: Tensor  # (N,) the cost of `sent` with images coded by the model
     bits_raw: Tensor  # (N,) the same with images sent as raw 8-bit values
@@ -44,7 +45,7 @@ class Transmission:
 
 def names(model: SelfSupervisedVAE) -> tuple[list[str], list[str]]:
     """The paper's names: y, z for one level; y_1, ..., y_K and z_1, ..., z_K for more."""
-    k = model.config.levels
+    k = model.config.num_transforms
     if k == 1:
         return ["y"], ["z"]
     return [f"y_{i}" for i in range(1, k + 1)], [f"z_{i}" for i in range(1, k + 1)]
@@ -57,7 +58,7 @@ def transmit(model: SelfSupervisedVAE, mode: str, x: Tensor | None = None, n: in
     how: "argmax" (srVAE's way: the likeliest component's mean) or "sample" for the discretized logistics."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; the modes are {MODES}")
-    if mode in NEEDS_Y and model.config.levels == 0:
+    if mode in NEEDS_Y and model.config.num_transforms == 0:
         raise ValueError(f"{mode} conditions on y = d(x): the plain VAE (no transforms) has no y")
     model.eval()
     if mode == "generation":
@@ -70,33 +71,16 @@ def transmit(model: SelfSupervisedVAE, mode: str, x: Tensor | None = None, n: in
     return RECONSTRUCTIONS[mode](model, x.to(parameter.device, parameter.dtype), how)
 
 
-def _chain(model: SelfSupervisedVAE, start: int, image: Tensor, previous: Tensor, how: str,
-           given_images: list[Tensor] | None = None, given_latents: list[Tensor] | None = None):
-    """Levels start..K: z_k from the given latents or from p(z_k | y_k, z_{k-1}); y_{k+1} from the given images or
-    from p(y_{k+1} | y_k, z_k). Returns the images made and, per level, log p(z_k | .) of the z_k used."""
-    images, log_p_z = [image], []
-    for k in range(start, model.config.levels + 1):
-        mu_p, logvar_p = model.p_z(k, images[-1], previous)
-        z = given_latents[k - start] if given_latents else reparameterize(mu_p, logvar_p)
-        log_p_z.append(gaussian_log_prob(z, mu_p, logvar_p))
-        if given_images and k - start < len(given_images):
-            images.append(given_images[k - start])
-        else:
-            images.append(model.sample_image(model.p_y_params(k, images[-1], z), how))
-        previous = z
-    return images, log_p_z
-
-
 def _generation(model, n, how):
     u = model.prior.sample(n, device=next(model.parameters()).device)
-    images, _ = _chain(model, 1, model.sample_image(model.p_y1_params(u), how), u, how)
+    images, _ = model.generate_levels(model.sample_image(model.p_y1_params(u), how), u, how)
     zero = torch.zeros(n, device=u.device)
     return Transmission("generation", images[-1], images, {}, zero, zero)
 
 
 def _image_cost(model, inference) -> tuple[Tensor, Tensor]:
     """y_K's bits under the model, -ELBO(y_K) = -(log p(y_1..y_K | .) - KL_u - KL_z_1..z_{K-1}), and raw."""
-    k = model.config.levels
+    k = model.config.num_transforms
     bits_model = -(sum(inference.log_p[:k]) - sum(inference.kl[:k])) / LN2
     y = inference.images[k - 1]
     return bits_model, torch.full_like(bits_model, 8.0 * y[0].numel())
@@ -105,7 +89,7 @@ def _image_cost(model, inference) -> tuple[Tensor, Tensor]:
 def _conditional_generation(model, x, how):
     inference = model.infer(x)
     ys = inference.images[:-1]  # the ground-truth transforms; y_1, ..., y_{K-1} are functions of y_K
-    images, _ = _chain(model, 1, ys[0], inference.latents[0], how, given_images=ys[1:])
+    images, _ = model.generate_levels(ys[0], inference.latents[0], how, given_images=ys[1:])
     bits_model, bits_raw = _image_cost(model, inference)
     return Transmission("conditional_generation", images[-1], images, {names(model)[0][-1]: ys[-1]},
                         bits_model, bits_raw)
@@ -113,7 +97,7 @@ def _conditional_generation(model, x, how):
 
 def _conditional_reconstruction(model, x, how):
     inference = model.infer(x)
-    k = model.config.levels
+    k = model.config.num_transforms
     y, z = inference.images[k - 1], inference.latents[k]
     x_hat = model.sample_image(model.p_y_params(k, y, z), how)
     bits_model, bits_raw = _image_cost(model, inference)
@@ -123,28 +107,20 @@ def _conditional_reconstruction(model, x, how):
                         {y_name: y, z_name: z}, bits_model + z_bits, bits_raw + z_bits)
 
 
-def _infer_u(model, x):
-    model.check_input(x)
-    ys = model.transform(x)
-    mu, logvar = model.q_u(ys[0])
-    u = reparameterize(mu, logvar)
-    return ys, u, (gaussian_log_prob(u, mu, logvar) - model.prior.log_prob(u)) / LN2
-
-
 def _reconstruction_1(model, x, how):
-    _, u, u_bits = _infer_u(model, x)
-    images, _ = _chain(model, 1, model.sample_image(model.p_y1_params(u), how), u, how)
-    return Transmission("reconstruction_1", images[-1], images, {"u": u}, u_bits, u_bits)
+    _, u, kl_u = model.infer_u(x)
+    images, _ = model.generate_levels(model.sample_image(model.p_y1_params(u), how), u, how)
+    return Transmission("reconstruction_1", images[-1], images, {"u": u}, kl_u / LN2, kl_u / LN2)
 
 
 def _reconstruction_2(model, x, how):
-    ys, u, bits = _infer_u(model, x)
-    zs, log_q = [], []
-    for k in range(1, model.config.levels + 1):
+    ys, u, kl_u = model.infer_u(x)
+    bits, zs, log_q = kl_u / LN2, [], []
+    for k in range(1, model.config.num_transforms + 1):
         mu, logvar = model.q_z(k, ys[k])
         zs.append(reparameterize(mu, logvar))
-        log_q.append(gaussian_log_prob(zs[-1], mu, logvar))
-    images, log_p = _chain(model, 1, model.sample_image(model.p_y1_params(u), how), u, how, given_latents=zs)
+        log_q.append(normal_log_prob(zs[-1], mu, logvar))
+    images, log_p = model.generate_levels(model.sample_image(model.p_y1_params(u), how), u, how, given_latents=zs)
     # each z_k is coded against p(z_k | y_k, z_{k-1}) with the y_k the receiver has made, not the true one
     bits = bits + sum((q - p for q, p in zip(log_q, log_p)), torch.zeros_like(bits)) / LN2
     return Transmission("reconstruction_2", images[-1], images, {"u": u, **dict(zip(names(model)[1], zs))},

@@ -8,14 +8,15 @@ Variables, with K transforms (K = 1 is the paper's two-level model, K = 0 the pl
     p(u) p(y_1 | u) prod_k p(z_k | y_k, z_{k-1}) p(y_{k+1} | y_k, z_k),   z_0 = u
 
 p(u) is a prior of vaelab.priors (RealNVP in the paper), p(z_k | .) Gaussian, and every p(y | .) the discretized
-logistic mixture of vaelab.losses. With q(y|x) a point mass the bound is (eq-ssvae-klevel; the paper's §3.4,
+logistic mixture of vaelab.distributions. With q(y|x) a point mass the bound is (eq-ssvae-klevel; the paper's §3.4,
 the KL sum over k = 1..K)
 
     ELBO = sum_k E log p(y_{k+1} | y_k, z_k) + E log p(y_1 | u) - KL(q(u|y_1) || p(u))
            - sum_{k=1..K} E KL(q(z_k | y_{k+1}) || p(z_k | y_k, z_{k-1}))         = RE_x + RE_y - KL_u - KL_z
 
-estimated as srVAE does, with one sample of every latent and Monte-Carlo KLs log q - log p at that sample. The
-modes of the paper's §3.3 (generation, super-resolution, the reconstructions) are in `self_supervised_modes.py`.
+estimated as srVAE does, with one sample of every latent and Monte-Carlo KLs log q - log p at that sample
+(`vaelab.losses.SelfSupervisedELBO` is what fit minimises). The modes of the paper's §3.3 (generation,
+super-resolution, the reconstructions) are in `self_supervised_modes.py`, built on this model's passes.
 """
 import math
 from dataclasses import asdict, dataclass, field
@@ -25,11 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import transforms
-from .losses import dmol_channels, dmol_log_prob, dmol_sample
+from .distributions import dmol_channels, dmol_log_prob, dmol_sample, normal_log_prob, reparameterize
 from .nn.densenet import DenselyDecoder, DenselyEncoder, DenselyNetwork, data_dependent_init, scale_factor
 from .priors import make_prior
-
-LOG_2PI = math.log(2 * math.pi)
 
 
 @dataclass(frozen=True)
@@ -64,8 +63,8 @@ class SelfSupervisedVAEConfig:
             dmol_channels(c, self.n_mix)  # 1 or 3 channels
 
     @property
-    def levels(self) -> int:
-        """K, the number of transforms."""
+    def num_transforms(self) -> int:
+        """K: the model has K + 1 levels of latents (u, z_1, ..., z_K), the paper's "two-level" model K = 1."""
         return len(self.transforms)
 
 
@@ -95,20 +94,10 @@ PRESETS = {
 }
 
 
-def gaussian(output: Tensor, bound: float) -> tuple[Tensor, Tensor]:
+def normal_parameters(output: Tensor, bound: float) -> tuple[Tensor, Tensor]:
     """A network's 2C output channels -> (mu, log sigma^2), the log-variance clamped by hardtanh to +-bound."""
     mu, logvar = output.chunk(2, dim=1)
     return mu, F.hardtanh(logvar, -bound, bound)
-
-
-def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
-    """z = mu + sigma * eps, eps ~ N(0, I)."""
-    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-
-
-def gaussian_log_prob(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
-    """log N(z; mu, diag sigma^2), summed over every dimension but the first."""
-    return -0.5 * ((z - mu) ** 2 / logvar.exp() + logvar + LOG_2PI).flatten(1).sum(1)
 
 
 class TopLevel(nn.Module):
@@ -215,15 +204,15 @@ class SelfSupervisedVAE(nn.Module):
     # ------------------------------------------------------------ the distributions, one function each
 
     def q_u(self, y1: Tensor) -> tuple[Tensor, Tensor]:
-        return gaussian(self.top.encoder(y1), self.config.logvar_bound)
+        return normal_parameters(self.top.encoder(y1), self.config.logvar_bound)
 
     def q_z(self, k: int, y_larger: Tensor) -> tuple[Tensor, Tensor]:
         """q(z_k | y_{k+1}), k = 1..K."""
-        return gaussian(self.levels[k - 1].encoder(y_larger), self.config.logvar_bound)
+        return normal_parameters(self.levels[k - 1].encoder(y_larger), self.config.logvar_bound)
 
     def p_z(self, k: int, y_small: Tensor, z_previous: Tensor) -> tuple[Tensor, Tensor]:
         """p(z_k | y_k, z_{k-1}), with z_0 = u."""
-        return gaussian(self.levels[k - 1].conditional_prior(y_small, z_previous), self.config.logvar_bound)
+        return normal_parameters(self.levels[k - 1].conditional_prior(y_small, z_previous), self.config.logvar_bound)
 
     def p_y1_params(self, u: Tensor) -> Tensor:
         return self.top.decoder(u)
@@ -241,20 +230,23 @@ class SelfSupervisedVAE(nn.Module):
 
     # ------------------------------------------------------------ the bound
 
-    def infer(self, x: Tensor) -> Inference:
-        """y = d(x), one sample of every latent from q, and each term of the ELBO at those samples."""
+    def infer_u(self, x: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
+        """y = d(x), one u ~ q(u | y_1), and log q(u | y_1) - log p(u) at that u: [y_1, ..., y_K, x], u, (N,)."""
         self.check_input(x)
         ys = self.transform(x)
         mu, logvar = self.q_u(ys[0])
         u = reparameterize(mu, logvar)
-        out = Inference(ys, [u])
-        out.log_p.append(self.image_log_prob(ys[0], self.p_y1_params(u)))  # log p(y_1 | u)
-        out.kl.append(gaussian_log_prob(u, mu, logvar) - self.prior.log_prob(u))  # log q(u|y_1) - log p(u)
-        for k in range(1, self.config.levels + 1):
+        return ys, u, normal_log_prob(u, mu, logvar) - self.prior.log_prob(u)
+
+    def infer(self, x: Tensor) -> Inference:
+        """y = d(x), one sample of every latent from q, and each term of the ELBO at those samples."""
+        ys, u, kl_u = self.infer_u(x)
+        out = Inference(ys, [u], log_p=[self.image_log_prob(ys[0], self.p_y1_params(u))], kl=[kl_u])  # log p(y_1|u)
+        for k in range(1, self.config.num_transforms + 1):
             mu_q, logvar_q = self.q_z(k, ys[k])
             z = reparameterize(mu_q, logvar_q)
             mu_p, logvar_p = self.p_z(k, ys[k - 1], out.latents[-1])
-            out.kl.append(gaussian_log_prob(z, mu_q, logvar_q) - gaussian_log_prob(z, mu_p, logvar_p))
+            out.kl.append(normal_log_prob(z, mu_q, logvar_q) - normal_log_prob(z, mu_p, logvar_p))
             out.log_p.append(self.image_log_prob(ys[k], self.p_y_params(k, ys[k - 1], z)))  # log p(y_{k+1}|y_k,z_k)
             out.latents.append(z)
         return out
@@ -262,11 +254,30 @@ class SelfSupervisedVAE(nn.Module):
     def forward(self, x: Tensor) -> Inference:
         return self.infer(x)
 
+    # ------------------------------------------------------------ the generative pass
+
+    def generate_levels(self, y1: Tensor, u: Tensor, how: str = "argmax", given_images: list[Tensor] | None = None,
+                        given_latents: list[Tensor] | None = None) -> tuple[list[Tensor], list[Tensor]]:
+        """From y_1 and u down every level: z_k from the given latents or drawn from p(z_k | y_k, z_{k-1}); y_{k+1}
+        from the given images or drawn from p(y_{k+1} | y_k, z_k). Returns the images [y_1, ..., y_K, x] and, per
+        level, log p(z_k | y_k, z_{k-1}) of the z_k used."""
+        images, log_p_z, previous = [y1], [], u
+        for k in range(1, self.config.num_transforms + 1):
+            mu_p, logvar_p = self.p_z(k, images[-1], previous)
+            z = given_latents[k - 1] if given_latents else reparameterize(mu_p, logvar_p)
+            log_p_z.append(normal_log_prob(z, mu_p, logvar_p))
+            if given_images and k - 1 < len(given_images):
+                images.append(given_images[k - 1])
+            else:
+                images.append(self.sample_image(self.p_y_params(k, images[-1], z), how))
+            previous = z
+        return images, log_p_z
+
     @torch.no_grad()
     def sample(self, n: int, how: str = "argmax") -> Tensor:
-        """x ~ p(x): u ~ p(u), then every level's image in turn (the generation mode of self_supervised_modes)."""
-        from .self_supervised_modes import transmit  # that module builds on this one
-        return transmit(self, "generation", n=n, how=how).images
+        """x ~ p(x): u ~ p(u), y_1 ~ p(y_1 | u), then every level's image in turn (the paper's generation mode)."""
+        u = self.prior.sample(n, device=next(self.parameters()).device)
+        return self.generate_levels(self.sample_image(self.p_y1_params(u), how), u, how)[0][-1]
 
     @torch.no_grad()
     def log_importance_weights(self, x: Tensor, k: int) -> Tensor:
@@ -283,31 +294,3 @@ class SelfSupervisedVAE(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in asdict(self.config).items())
-
-
-class SelfSupervisedELBO:
-    """What fit minimises: the negative ELBO in nats per image, averaged over the batch (srVAE's nelbo).
-
-    The terms it reports, per image: re_x = -log p(x | y_K, z_K), re_y = -sum of the other levels' log p, kl_u,
-    kl_z, and bpd = nelbo / (D ln 2) with D the dimensions of x only, as srVAE and the paper report it (y is a
-    function of x, so log p(x) >= log p(x, d(x)) >= ELBO and this is a bound on x's bits).
-    """
-
-    def __call__(self, model: SelfSupervisedVAE, x: Tensor) -> dict[str, Tensor]:
-        out = model.infer(x)
-        loss = -out.elbo.mean()
-        return {"loss": loss, "bpd": loss.detach() / (model.dims * math.log(2)),
-                "re_x": -out.re_x.mean().detach(), "re_y": -out.re_y.mean().detach(),
-                "kl_u": out.kl_u.mean().detach(), "kl_z": out.kl_z.mean().detach()}
-
-    def update(self, terms: dict[str, Tensor]) -> None:
-        pass  # nothing outside the networks is learned
-
-    def settings(self) -> dict:
-        return {}  # the paper's bound has no weights to choose
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass

@@ -42,10 +42,12 @@ DRY_RUN_LIMITS = {
     "epochs": 2,  # epochs of a run
     "steps": 2,  # optimiser steps per epoch
     "batch_size": 4,  # images per step (batch normalisation needs two)
-    "images": 256,  # images a recipe loads per split
-    "samples": 16,  # images generated or measured per set (each costs an Inception pass at 299x299)
+    "images": 128,  # images a recipe loads per split (chapter 3 halves its test images, then takes 1/25 of a half)
+    "samples": 8,  # images generated or measured per set (each costs an Inception pass at 299x299)
     "sample_sets": 2,  # sets per distance: the fewest a spread needs
+    "seeds": 2,  # training seeds per variant, where a chapter trains several: the fewest a spread needs
     "importance_samples": 2,  # K of an importance-weighted bound
+    "mixture_components": 4,  # of an ex-post mixture (the papers' 20 or 100 would need as many codes)
 }
 
 

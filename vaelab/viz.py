@@ -345,12 +345,12 @@ def modes_explorer(model: nn.Module, images: Tensor, how: str = "argmax", scale:
     size in bits (raw and under the model) and the squared error of x_hat. Generation ignores x*. Smaller levels
     are enlarged to the size of x, pixels kept square. Every picture is precomputed: len(images) x 5 of them.
     """
-    modes = [m for m in MODES if model.config.levels or m not in NEEDS_Y]
+    modes = [m for m in MODES if model.config.num_transforms or m not in NEEDS_Y]
     results = {m: transmit(model, m, images, how=how) for m in modes}
     truth = [level.cpu() for level in model.transform(images.to(next(model.parameters()).device))]
     size = images.shape[-1]
     y_names, _ = names(model)
-    level_names = [*y_names, "x"] if model.config.levels else ["x"]
+    level_names = [*y_names, "x"] if model.config.num_transforms else ["x"]
 
     def enlarged(levels: list[Tensor], i: int) -> list[Tensor]:
         return [F.interpolate(level[i:i + 1].cpu(), size=(size, size), mode="nearest")[0] for level in levels]
@@ -368,7 +368,7 @@ def modes_explorer(model: nn.Module, images: Tensor, how: str = "argmax", scale:
     image = widgets.IntSlider(0, 0, len(images) - 1, description="image")
     mode = widgets.SelectionSlider(options=[(MODE_TITLES[m], i) for i, m in enumerate(modes)], description="mode",
                                    layout=widgets.Layout(width="420px"))
-    made = [stack_under(mode, [widgets.VBox([picture(enlarged(results[m].levels, i), scale),
+    made = [stack_under(mode, [widgets.VBox([picture(enlarged(results[m].pyramid, i), scale),
                                              widgets.HTML(caption(results[m], i))]) for m in modes], trait="index")
             for i in range(len(images))]
     given = [picture(enlarged(truth, i), scale) for i in range(len(images))]

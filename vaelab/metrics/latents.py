@@ -14,6 +14,7 @@ from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 
 from ..checkpoint import CheckpointError, data_fingerprint, save_checkpoint
+from ..train import dry_run_cap
 from .frechet import weights_digest
 
 
@@ -43,8 +44,8 @@ def decode(model: nn.Module, z: Tensor, decoder: Callable[[Tensor], Tensor] | No
 
 def paper_gmm_components(dataset: str) -> int:
     """The Split-VAE paper's mixture size: 20 components for MNIST-like grey digits, 100 otherwise
-    (its Tables 1, 3 and 4)."""
-    return 20 if dataset in ("mnist", "fashion-mnist", "digits") else 100
+    (its Tables 1, 3 and 4); a dry run's few, so that a few codes fit them."""
+    return dry_run_cap("mixture_components", 20 if dataset in ("mnist", "fashion-mnist", "digits") else 100)
 
 
 class LatentGMM:
