@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from vaelab import budget, recipes
+from vaelab import budget, data, recipes
 
 
 class Linear2(nn.Module):
@@ -103,12 +103,34 @@ def test_gpu_recipes_are_larger_and_longer_than_quick_and_the_paper_longest():
 
 @pytest.mark.parametrize("chapter", sorted(recipes.CHAPTER_WORK["gpu"]))
 def test_every_chapter_fits_a_t4_in_15_minutes_and_the_docstring_says_so(chapter):
-    cost = budget.chapter_cost(recipes.CHAPTER_WORK["gpu"][chapter])
+    # counted as chapter.end counts it, and kept where it looks: the chapters executed after the tests find it
+    cost = budget.chapter_cost(recipes.CHAPTER_WORK["gpu"][chapter], keep_in=data.data_root() / "estimates")
     assert 1 < cost.minutes("T4") <= 15
     row = re.search(rf"^ {{4}}{chapter} .* ([\d.]+) PFLOP +([\d.]+) PFLOP +([\d.]+) min$", recipes.__doc__, re.M)
     training, evaluation, minutes = map(float, row.groups())
     assert training == round(cost.training / 1e15, 2) and evaluation == round(cost.evaluation / 1e15, 2)
     assert minutes == round(cost.minutes("T4"), 1)
+
+
+def test_a_kept_chapter_count_is_found_again_and_counted_anew_when_the_work_changes_or_the_file_is_damaged(
+        tmp_path, monkeypatch):
+    work = recipes.ChapterWork(("book-vae-quick",), (recipes.Evaluation("book-vae-quick", samples=10),))
+    counted = budget.chapter_cost(work, keep_in=tmp_path)
+    assert counted == budget.chapter_cost(work) and len(list(tmp_path.iterdir())) == 1
+
+    def no_counting(computation):
+        raise AssertionError("counted again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(budget, "count_flops", no_counting)
+        assert budget.chapter_cost(work, keep_in=tmp_path) == counted  # found, not counted
+        more = recipes.ChapterWork(work.trains, (recipes.Evaluation("book-vae-quick", samples=20),))
+        with pytest.raises(AssertionError, match="counted again"):  # another work is another key
+            budget.chapter_cost(more, keep_in=tmp_path)
+    kept, = tmp_path.iterdir()
+    kept.write_text("{ damaged")
+    assert budget.chapter_cost(work, keep_in=tmp_path) == counted  # counted again, and kept whole
+    assert json.loads(kept.read_text()) == {"training": counted.training, "evaluation": counted.evaluation}
 
 
 CHAPTER_FILES = {int(path.name[:2]): path for path in (Path(__file__).parents[1] / "book").glob("0*.ipynb")}

@@ -40,9 +40,10 @@ def dry_run_environment(tmp_path_factory):
     and the environment of a dry run in the gpu budget, which the chapters' kernels inherit."""
     root = tmp_path_factory.mktemp("dry-run-data")
     data.write_standins(root, images=STANDIN_IMAGES)
-    cached = data.data_root() / "classifiers"
-    if cached.is_dir():  # what chapter 3 would train again: the same file, keyed by its data and settings
-        shutil.copytree(cached, root / "classifiers")
+    for kept in ("classifiers", "estimates"):  # what chapter 3 would train and chapter.end count again: the same
+        cached = data.data_root() / kept  # files, keyed by their data and settings, or by vaelab's code
+        if cached.is_dir():
+            shutil.copytree(cached, root / kept)
     environment = {"VAELAB_COMPUTE": "gpu", "VAELAB_DRY_RUN": "1", "VAELAB_DATA": str(root),
                    "TORCH_HOME": str(root / "torch"), "VAELAB_RUNS": None, "MPLBACKEND": None}
     saved = {key: os.environ.get(key) for key in environment}

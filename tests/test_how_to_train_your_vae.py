@@ -19,8 +19,7 @@ from vaelab.losses import (HowNotToTrainLoss, HowToTrainLoss, discriminator_loss
                            generator_adversarial_loss, global_kl, variance_regulariser)
 from vaelab.nn.resnet_v2 import (ConvTriBlockV2, PatchGAN, ResBlockConvTV2, ResBlockConvV2, ResBlockIdV2,
                                  keras_init, upsample_conv)
-from vaelab.metrics import adversary_accuracy, patch_accuracy
-from vaelab.split_vae import keras_parameter_count
+from vaelab.metrics import adversary_accuracy, keras_parameter_count, patch_accuracy
 from vaelab.train import NonFiniteLossError
 from tensorflow_reference import tensorflow_same_conv
 

@@ -6,8 +6,8 @@ import torch
 
 from vaelab import PRESETS, VAE, VAEConfig, fit
 from vaelab.losses import BalancedGaussianELBO
-from vaelab.split_vae import (PAPER_PARAMETERS, SplitImages, SplitVAE, blend, high_frequency_share,
-                              keras_parameter_count, random_mix)
+from vaelab.metrics import high_frequency_share, keras_parameter_count
+from vaelab.split_vae import PAPER_PARAMETERS, SplitImages, SplitVAE, blend, random_mix
 from vaelab.train import TrainConfig
 
 TINY = VAEConfig(image_size=8, in_channels=3, latent_dim=4, base_dim=8, num_scales=1, emb_dim=16)
@@ -41,10 +41,10 @@ def test_parts_are_the_last_conv_channels_in_the_original_order():
     torch.testing.assert_close(model.decode(z), blend(sigma, x1, x2))
 
 
-def test_generate_returns_all_four_and_sample_keeps_the_vae_contract():
+def test_split_images_returns_all_four_and_sample_keeps_the_vae_contract():
     model = tiny_model()
     z = torch.randn(6, TINY.latent_dim, dtype=torch.float64)  # e.g. from a scikit-learn GMM
-    parts = model.generate(z)
+    parts = model.split_images(z)
     assert isinstance(parts, SplitImages)
     torch.testing.assert_close(parts.x, blend(parts.sigma, parts.x1, parts.x2))
     torch.testing.assert_close(parts.x, model.decode(z.float()))

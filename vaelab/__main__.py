@@ -91,7 +91,7 @@ def evaluate(path: Path, out: Path, **protocol) -> dict:
 
 
 @contextmanager
-def process_group():
+def joined_process_group():
     """Under torchrun (WORLD_SIZE > 1): join the process group, NCCL on GPUs (one per process), gloo on CPUs.
     Yields this process's rank (0 without torchrun)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             experiment = recipes.RECIPES[args.recipe]()
             experiment = replace(experiment, recipe=replace(experiment.recipe,
                                                             train=replace(experiment.recipe.train, **overrides)))
-            with process_group() as rank:
+            with joined_process_group() as rank:
                 model, history = experiment.train(progress=rank == 0)
             if rank == 0:
                 print("finished: " + "  ".join(f"{k} {v[-1]:.4g}" for k, v in history.epochs.items()))

@@ -16,8 +16,12 @@ time too; the sustained throughputs below are therefore rates of *counted* opera
 lie well under the cards' peaks.
 """
 import functools
+import hashlib
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -268,11 +272,26 @@ def evaluation_cost(experiment, *, samples: int = 0, features: str | None = None
     return Cost(evaluation=flops)
 
 
-def chapter_cost(work) -> Cost:
+def chapter_cost(work, keep_in: str | os.PathLike | None = None) -> Cost:
     """Training and evaluation FLOPs of one chapter's work (vaelab.recipes.ChapterWork), every run trained from
-    scratch: a fresh Colab session has none of them."""
+    scratch: a fresh Colab session has none of them.
+
+    keep_in: a folder where the count is kept and found again (counting takes seconds to tens of seconds on a CPU),
+    under a digest of the work, its recipes, torch's version and every vaelab source file: any change to them
+    counts again."""
     from .recipes import experiment
 
+    names = sorted({*work.trains, *(evaluation.experiment for evaluation in work.evaluations)})
+    kept = None
+    if keep_in is not None:
+        key = hashlib.sha256(repr((work, [experiment(name).recipe for name in names], torch.__version__,
+                                   _source_digest())).encode()).hexdigest()[:16]
+        kept = Path(keep_in) / f"chapter_cost_{key}.json"
+        try:
+            counted = json.loads(kept.read_text())
+            return Cost(training=int(counted["training"]), evaluation=int(counted["evaluation"]))
+        except (OSError, ValueError, KeyError, TypeError):  # not counted yet, or a damaged file: count again
+            pass
     cost = Cost()
     for name in work.trains:
         cost += experiment_cost(experiment(name))
@@ -282,7 +301,21 @@ def chapter_cost(work) -> Cost:
                                 likelihood_images=evaluation.likelihood_images,
                                 importance_samples=evaluation.importance_samples,
                                 encoded_images=evaluation.encoded_images)
+    if kept is not None:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        partial = kept.with_suffix(f".{os.getpid()}.partial")
+        partial.write_text(json.dumps({"training": cost.training, "evaluation": cost.evaluation}))
+        os.replace(partial, kept)  # atomic: a reader finds the whole count or none
     return cost
+
+
+def _source_digest() -> str:
+    """A digest of every vaelab source file, by path and content."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def format_duration(seconds: float) -> str:

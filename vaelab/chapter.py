@@ -117,12 +117,13 @@ def gpu_estimate(chapter: int | None) -> str:
     counted and divided by the T4's assumed sustained rate. `python -m vaelab recipes` prints the same."""
     if chapter is None:
         return "not estimated here (vaelab.chapter.begin was not given the chapter's number)"
-    from . import budget, recipes  # here, not at the top: the count builds the chapter's networks
+    from . import budget, data, recipes  # here, not at the top: the count builds the chapter's networks
 
     work = recipes.CHAPTER_WORK["gpu"].get(chapter)
     if work is None:
         return "as long as in quick mode: this chapter computes the same in either mode"
-    return f"an estimated {budget.chapter_cost(work).minutes('T4'):.1f} minutes on a Colab T4"
+    cost = budget.chapter_cost(work, keep_in=data.data_root() / "estimates")  # counted once per version of vaelab
+    return f"an estimated {cost.minutes('T4'):.1f} minutes on a Colab T4"
 
 
 def begin(seed: int = 0, chapter: int | None = None) -> Chapter:

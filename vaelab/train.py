@@ -214,7 +214,7 @@ def fit(model: nn.Module, objective, images: Tensor, config: TrainConfig = Train
                          batch_size=dry_run_cap("batch_size", config.batch_size))
     if len(images) < config.batch_size:
         raise ValueError(f"{len(images)} images are fewer than one batch of {config.batch_size}")
-    rank, world = process_group()
+    rank, world = rank_and_world()
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} does not split evenly over {world} processes")
     device = _device(config)
@@ -225,7 +225,7 @@ def fit(model: nn.Module, objective, images: Tensor, config: TrainConfig = Train
         return _fit(model, objective, images, config, device, ckpt, metadata or {})
 
 
-def process_group() -> tuple[int, int]:
+def rank_and_world() -> tuple[int, int]:
     """(rank, number of processes) of a torchrun launch; (0, 1) otherwise."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -256,7 +256,7 @@ def _resident(images: Tensor, device: torch.device) -> Tensor:
 
 def _fit(model: nn.Module, objective, images: Tensor, config: TrainConfig, device: torch.device,
          ckpt: Path | None, metadata: dict) -> History:
-    rank, world = process_group()
+    rank, world = rank_and_world()
     layout = torch.channels_last if config.channels_last else torch.contiguous_format
     model.to(device, memory_format=layout)
     optimizer, schedule = make_optimizer(model.parameters(), config)

@@ -7,9 +7,10 @@ eq-iwae and eq-bpd; the Split-VAE paper's §4.1, the self-supervised VAE paper's
     inactive latents   variables j with Var_x[mu_j(x)] < 0.05, and the variance law Var(mu_j) + E[sigma_j^2] ~ 1
     likelihood         the ELBO and the importance-weighted bound, in bits per dimension
     adversary          a discriminator's patch accuracy on held-out images (1/2: it has learned nothing)
+    structure          parameters as Keras counts them; the share of a map's spectral energy at high frequencies
 
 One module per measure: frechet, inception (FID), classifier (the offline distance), latents (encoding, the
-ex-post GMM, inactive variables), likelihood; and protocol, which applies them all to a trained model the same way. Everything is importable from `vaelab.metrics` directly.
+ex-post GMM, inactive variables), likelihood, adversary, structure; and protocol, which applies them all to a trained model the same way. Everything is importable from `vaelab.metrics` directly.
 
 Every function takes image tensors in [0,1] (N x C x H x W) or a decode callable, so it measures a Split-VAE's
 x, x1, x2 or their mix as readily as a plain VAE's samples. Model passes run in eval mode without gradients, in
@@ -27,3 +28,4 @@ from .likelihood import (LogLikelihood, gaussian_log_likelihood, bernoulli_log_l
                          log_likelihood_bounds, bits_per_dim)
 from .protocol import feature_extractor, generate, evaluate
 from .adversary import patch_accuracy, adversary_accuracy
+from .structure import keras_parameter_count, high_frequency_share
