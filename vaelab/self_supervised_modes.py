@@ -108,14 +108,15 @@ def _conditional_reconstruction(model, x, how):
 
 
 def _reconstruction_1(model, x, how):
-    _, u, kl_u = model.infer_u(x)
+    _, mu, logvar, u = model.infer_u(x)
+    bits = model.kl_u(u, mu, logvar) / LN2
     images, _ = model.generate_levels(model.sample_image(model.p_y1_params(u), how), u, how)
-    return Transmission("reconstruction_1", images[-1], images, {"u": u}, kl_u / LN2, kl_u / LN2)
+    return Transmission("reconstruction_1", images[-1], images, {"u": u}, bits, bits)
 
 
 def _reconstruction_2(model, x, how):
-    ys, u, kl_u = model.infer_u(x)
-    bits, zs, log_q = kl_u / LN2, [], []
+    ys, mu, logvar, u = model.infer_u(x)
+    bits, zs, log_q = model.kl_u(u, mu, logvar) / LN2, [], []
     for k in range(1, model.config.num_transforms + 1):
         mu, logvar = model.q_z(k, ys[k])
         zs.append(reparameterize(mu, logvar))

@@ -230,18 +230,24 @@ class SelfSupervisedVAE(nn.Module):
 
     # ------------------------------------------------------------ the bound
 
-    def infer_u(self, x: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
-        """y = d(x), one u ~ q(u | y_1), and log q(u | y_1) - log p(u) at that u: [y_1, ..., y_K, x], u, (N,)."""
+    def infer_u(self, x: Tensor) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
+        """y = d(x) and one u ~ q(u | y_1): the images [y_1, ..., y_K, x], q's mean and log-variance, and u."""
         self.check_input(x)
         ys = self.transform(x)
         mu, logvar = self.q_u(ys[0])
-        u = reparameterize(mu, logvar)
-        return ys, u, normal_log_prob(u, mu, logvar) - self.prior.log_prob(u)
+        return ys, mu, logvar, reparameterize(mu, logvar)
+
+    def kl_u(self, u: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+        """log q(u | y_1) - log p(u) at the sampled u: one sample of KL(q(u | y_1) || p(u)), per image."""
+        return normal_log_prob(u, mu, logvar) - self.prior.log_prob(u)
 
     def infer(self, x: Tensor) -> Inference:
         """y = d(x), one sample of every latent from q, and each term of the ELBO at those samples."""
-        ys, u, kl_u = self.infer_u(x)
-        out = Inference(ys, [u], log_p=[self.image_log_prob(ys[0], self.p_y1_params(u))], kl=[kl_u])  # log p(y_1|u)
+        ys, mu, logvar, u = self.infer_u(x)
+        out = Inference(ys, [u])
+        out.log_p.append(self.image_log_prob(ys[0], self.p_y1_params(u)))  # log p(y_1 | u)
+        # (after log p(y_1 | u): the order the graph is built in is the order autograd sums u's gradients in)
+        out.kl.append(self.kl_u(u, mu, logvar))
         for k in range(1, self.config.num_transforms + 1):
             mu_q, logvar_q = self.q_z(k, ys[k])
             z = reparameterize(mu_q, logvar_q)
