@@ -41,10 +41,10 @@ def test_parts_are_the_last_conv_channels_in_the_original_order():
     torch.testing.assert_close(model.decode(z), blend(sigma, x1, x2))
 
 
-def test_split_images_returns_all_four_and_sample_keeps_the_vae_contract():
+def test_decode_split_returns_all_four_and_sample_keeps_the_vae_contract():
     model = tiny_model()
     z = torch.randn(6, TINY.latent_dim, dtype=torch.float64)  # e.g. from a scikit-learn GMM
-    parts = model.split_images(z)
+    parts = model.decode_split(z)
     assert isinstance(parts, SplitImages)
     torch.testing.assert_close(parts.x, blend(parts.sigma, parts.x1, parts.x2))
     torch.testing.assert_close(parts.x, model.decode(z.float()))

@@ -75,7 +75,7 @@ class SplitVAE(VAE):
         return SplitVAEOutput(blend(sigma, x1, x2), mu, logvar, z, sigma=sigma, x1=x1, x2=x2)
 
     @torch.no_grad()
-    def split_images(self, z: Tensor, batch_size: int = 500) -> SplitImages:
+    def decode_split(self, z: Tensor, batch_size: int = 500) -> SplitImages:
         """x, x1, x2 and sigma for latent codes from anywhere (the prior, an ex-post GMM, an encoder), decoded in
         batches and returned on the CPU, ready to plot or measure.
 

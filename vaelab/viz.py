@@ -268,7 +268,7 @@ def sigma_explorer(sigma: Tensor, x1: Tensor, x2: Tensor, steps: int = 11, scale
 def decoded_panels(model: nn.Module, z: Tensor) -> dict[str, Tensor]:
     """What a decoder draws for z, by name: sigma, x1, x2, x for a Split-VAE; x alone for a plain VAE."""
     if isinstance(model, SplitVAE):
-        return dict(zip(SPLIT_ROWS, model.split_images(z)))  # in the paper's order
+        return dict(zip(SPLIT_ROWS, model.decode_split(z)))  # in the paper's order
     return {"x̂": model.decode(z)}
 
 

@@ -26,7 +26,7 @@ if vae is None or split is None:
 torch.manual_seed(0)
 with torch.no_grad():
     vae_samples = vae.model.decode(torch.randn(COLUMNS, recipe.model.latent_dim))
-    sigma, x1, x2, x = split.model.generate(torch.randn(COLUMNS, recipe.model.latent_dim))
+    sigma, x1, x2, x = split.model.decode_split(torch.randn(COLUMNS, recipe.model.latent_dim))
 
 viz.use_book_style()
 fig, (top, bottom) = plt.subplots(2, 1, figsize=(viz.COLUMN_INCHES, 4.7), height_ratios=[1, 3.6], layout="constrained")
