@@ -112,7 +112,7 @@ def test_every_chapter_fits_a_t4_in_15_minutes_and_the_docstring_says_so(chapter
     assert minutes == round(cost.minutes("T4"), 1)
 
 
-def test_a_kept_chapter_count_is_found_again_and_counted_anew_when_the_work_changes_or_the_file_is_damaged(
+def test_a_kept_chapter_count_is_found_again_and_counted_anew_when_work_code_or_file_change(
         tmp_path, monkeypatch):
     work = recipes.ChapterWork(("book-vae-quick",), (recipes.Evaluation("book-vae-quick", samples=10),))
     counted = budget.chapter_cost(work, keep_in=tmp_path)
@@ -127,10 +127,14 @@ def test_a_kept_chapter_count_is_found_again_and_counted_anew_when_the_work_chan
         more = recipes.ChapterWork(work.trains, (recipes.Evaluation("book-vae-quick", samples=20),))
         with pytest.raises(AssertionError, match="counted again"):  # another work is another key
             budget.chapter_cost(more, keep_in=tmp_path)
-    kept, = tmp_path.iterdir()
+    kept, = tmp_path.iterdir()  # the other work's count failed before it was kept
+    stored = json.loads(kept.read_text())
+    kept.write_text(json.dumps({**stored, "key": "counted by another vaelab", "training": 1}))
+    assert budget.chapter_cost(work, keep_in=tmp_path) == counted  # another vaelab's count is not used ...
+    assert json.loads(kept.read_text()) == stored  # ... but replaced
     kept.write_text("{ damaged")
     assert budget.chapter_cost(work, keep_in=tmp_path) == counted  # counted again, and kept whole
-    assert json.loads(kept.read_text()) == {"training": counted.training, "evaluation": counted.evaluation}
+    assert json.loads(kept.read_text()) == stored and stored.keys() == {"key", "training", "evaluation"}
 
 
 CHAPTER_FILES = {int(path.name[:2]): path for path in (Path(__file__).parents[1] / "book").glob("0*.ipynb")}

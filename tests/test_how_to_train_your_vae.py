@@ -17,9 +17,9 @@ from vaelab import metrics, viz
 from vaelab.how_to_train_your_vae import PRESETS, HowToTrainYourVAE, HowToTrainYourVAEConfig, patchgan
 from vaelab.losses import (HowNotToTrainLoss, HowToTrainLoss, discriminator_loss, gaussian_kl,
                            generator_adversarial_loss, global_kl, variance_regulariser)
+from vaelab.metrics import adversary_accuracy, keras_parameter_count, patch_accuracy
 from vaelab.nn.resnet_v2 import (ConvTriBlockV2, PatchGAN, ResBlockConvTV2, ResBlockConvV2, ResBlockIdV2,
                                  keras_init, upsample_conv)
-from vaelab.metrics import adversary_accuracy, keras_parameter_count, patch_accuracy
 from vaelab.train import NonFiniteLossError
 from tensorflow_reference import tensorflow_same_conv
 

@@ -151,6 +151,10 @@ def test_every_mode_returns_images_and_what_it_transmits(variant, digits):
     for mode in ("reconstruction_1", "reconstruction_2"):
         assert torch.equal(out[mode].bits_model, out[mode].bits_raw)  # no image is sent
     assert torch.equal(out["conditional_generation"].pyramid[-2], model.transform(x)[-2])  # the true y is used
+    torch.manual_seed(0)
+    sampled = model.sample(3)
+    torch.manual_seed(0)
+    assert torch.equal(sampled, transmit(model, "generation", n=3).images)  # sample is the generation mode
 
 
 def test_the_plain_vae_has_no_conditional_modes(digits):

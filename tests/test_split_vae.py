@@ -1,4 +1,5 @@
-"""vaelab.split_vae: the split head, the paper's parameter counts, the mix and the split criterion."""
+"""vaelab.split_vae: the split head, the paper's parameter counts and the mix; and vaelab.metrics' Keras parameter
+count and high-frequency share (the split criterion), which the paper's numbers are compared with."""
 import math
 
 import pytest

@@ -282,14 +282,16 @@ def chapter_cost(work, keep_in: str | os.PathLike | None = None) -> Cost:
     from .recipes import experiment
 
     names = sorted({*work.trains, *(evaluation.experiment for evaluation in work.evaluations)})
-    kept = None
+    kept = key = None
     if keep_in is not None:
-        key = hashlib.sha256(repr((work, [experiment(name).recipe for name in names], torch.__version__,
-                                   _source_digest())).encode()).hexdigest()[:16]
-        kept = Path(keep_in) / f"chapter_cost_{key}.json"
+        # one file per work, holding the key it was counted under: a changed vaelab replaces it instead of adding one
+        key = hashlib.sha256(repr(([experiment(name).recipe for name in names], torch.__version__,
+                                   _source_digest())).encode()).hexdigest()
+        kept = Path(keep_in) / f"chapter_cost_{hashlib.sha256(repr(work).encode()).hexdigest()[:16]}.json"
         try:
             counted = json.loads(kept.read_text())
-            return Cost(training=int(counted["training"]), evaluation=int(counted["evaluation"]))
+            if counted["key"] == key:
+                return Cost(training=int(counted["training"]), evaluation=int(counted["evaluation"]))
         except (OSError, ValueError, KeyError, TypeError):  # not counted yet, or a damaged file: count again
             pass
     cost = Cost()
@@ -302,10 +304,13 @@ def chapter_cost(work, keep_in: str | os.PathLike | None = None) -> Cost:
                                 importance_samples=evaluation.importance_samples,
                                 encoded_images=evaluation.encoded_images)
     if kept is not None:
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        partial = kept.with_suffix(f".{os.getpid()}.partial")
-        partial.write_text(json.dumps({"training": cost.training, "evaluation": cost.evaluation}))
-        os.replace(partial, kept)  # atomic: a reader finds the whole count or none
+        try:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            partial = kept.with_suffix(f".{os.getpid()}.partial")
+            partial.write_text(json.dumps({"key": key, "training": cost.training, "evaluation": cost.evaluation}))
+            os.replace(partial, kept)  # atomic: a reader finds the whole count or none
+        except OSError:  # a folder it cannot write to: the count is only not kept
+            pass
     return cost
 
 

@@ -1,7 +1,7 @@
-"""The densities vaelab samples and scores, in one place, each with `log_prob` and a sampler (as in Tomczak's
-intro_dgm): the diagonal Gaussian of an encoder and its reparameterised sample, the standard normal, and the
-discretized logistic mixture over 8-bit pixels of the self-supervised VAE. Each log density is per image: a tensor
-(N,), summed over every dimension but the first.
+"""The densities the self-supervised VAE and its priors sample and score, each log density beside its equation: the
+diagonal Gaussian of an encoder (`normal_log_prob`, and `reparameterize` to sample it), the standard normal
+(`standard_normal_log_prob`), and the discretized logistic mixture over 8-bit pixels (`dmol_log_prob`,
+`dmol_sample`). Each log density is per image: a tensor (N,), summed over every dimension but the first.
 
 The objectives that combine them are in `vaelab.losses`; the learned priors (mixture, RealNVP) in `vaelab.priors`.
 """
@@ -34,8 +34,9 @@ def standard_normal_log_prob(z: Tensor) -> Tensor:
 
 # ---------------------------------------------------------------- the discretized logistic mixture (PixelCNN++)
 # The likelihood of the self-supervised VAE (book: eq-dmol; Gatopoulos & Tomczak, Sec. 3): every pixel of an 8-bit
-# image in [0,1] is a mixture of K logistics, each integrated over the pixel's bin. Level k/255 owns [k/255 - b/2, k/255 + b/2] with b = 1/255;
-# the two end bins stretch to -inf and +inf, so the 256 probabilities of a pixel sum to 1.
+# image in [0,1] is a mixture of K logistics, each integrated over the pixel's bin. Level k/255 owns
+# [k/255 - b/2, k/255 + b/2] with b = 1/255; the two end bins stretch to -inf and +inf, so the 256 probabilities of
+# a pixel sum to 1.
 
 DMOL_BIN = 1 / 255
 DMOL_MIN_LOG_SCALE = -7.0  # the srVAE code's clamp: scales below e^-7 = 0.0009 (a quarter bin) are not used
@@ -90,7 +91,8 @@ def dmol_pixel_log_prob(x: Tensor, params: Tensor, n_mix: int) -> Tensor:
         interior bins             log[sigma(x_+) - sigma(x_-)]
         x = 0    (x < b/2)        log sigma(x_+)              = x_+ - softplus(x_+)
         x = 1    (x > 1 - b/2)    log[1 - sigma(x_-)]         = -softplus(x_-)
-        tiny bins (< 1e-5)        log[density at x * b]       = x_in - log s - 2 softplus(x_in) + log b,  x_in = (x-mu)/s
+        tiny bins (< 1e-5)        log[density at x * b]       = x_in - log s - 2 softplus(x_in) + log b,
+                                                                with x_in = (x - mu) / s
 
     and log p(pixel) = logsumexp_k [log pi_k + sum_c log P(x_c | k)]  (the channels of a component multiply).
     """

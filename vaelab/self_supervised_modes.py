@@ -8,7 +8,7 @@ what a sender must transmit for the receiver to make the same image, and how man
     reconstruction_1              u ~ q(u|d(x*)) -> y ~ p(y|u) -> z ~ p(z|y,u) -> x ~ p(x|y,z)     u
     reconstruction_2              u ~ q(u|d(x*)) -> y ~ p(y|u);  z ~ q(z|x*) -> x ~ p(x|y,z)       u, z
 
-Conditional generation is super-resolution when d downscales. For K levels, "y" is y_K (the largest transform:
+Conditional generation is super-resolution when d downscales. For K transforms, "y" is y_K (the largest transform:
 the smaller ones are functions of it) and "z" is z_K; reconstruction 2 sends u and every z_k.
 
 Bits are counted two ways. A latent drawn from q is sent by bits-back coding (Hinton & van Camp; Townsend et al.),
@@ -108,15 +108,15 @@ def _conditional_reconstruction(model, x, how):
 
 
 def _reconstruction_1(model, x, how):
-    _, mu, logvar, u = model.infer_u(x)
-    bits = model.kl_u(u, mu, logvar) / LN2
+    _, mu_u, logvar_u, u = model.infer_u(x)
+    bits = model.kl_u(u, mu_u, logvar_u) / LN2
     images, _ = model.generate_levels(model.sample_image(model.p_y1_params(u), how), u, how)
     return Transmission("reconstruction_1", images[-1], images, {"u": u}, bits, bits)
 
 
 def _reconstruction_2(model, x, how):
-    ys, mu, logvar, u = model.infer_u(x)
-    bits, zs, log_q = model.kl_u(u, mu, logvar) / LN2, [], []
+    ys, mu_u, logvar_u, u = model.infer_u(x)
+    bits, zs, log_q = model.kl_u(u, mu_u, logvar_u) / LN2, [], []
     for k in range(1, model.config.num_transforms + 1):
         mu, logvar = model.q_z(k, ys[k])
         zs.append(reparameterize(mu, logvar))

@@ -169,7 +169,8 @@ class Inference:
 
 
 class SelfSupervisedVAE(nn.Module):
-    """The K-level self-supervised VAE; K = 0 (no transforms) is the plain VAE with the same likelihood and prior.
+    """The self-supervised VAE with K transforms (K + 1 levels of latents: the paper's two-level model has K = 1,
+    and `levels` holds the K Level networks); K = 0 is the plain VAE with the same likelihood and prior.
 
     Images enter and leave in [0,1] and must be 8-bit (k/255), the values the discretized likelihood is defined on.
     """
@@ -264,9 +265,9 @@ class SelfSupervisedVAE(nn.Module):
 
     def generate_levels(self, y1: Tensor, u: Tensor, how: str = "argmax", given_images: list[Tensor] | None = None,
                         given_latents: list[Tensor] | None = None) -> tuple[list[Tensor], list[Tensor]]:
-        """From y_1 and u down every level: z_k from the given latents or drawn from p(z_k | y_k, z_{k-1}); y_{k+1}
-        from the given images or drawn from p(y_{k+1} | y_k, z_k). Returns the images [y_1, ..., y_K, x] and, per
-        level, log p(z_k | y_k, z_{k-1}) of the z_k used."""
+        """From y_1 and u up the pyramid, level by level: z_k from the given latents or drawn from
+        p(z_k | y_k, z_{k-1}); y_{k+1} from the given images or drawn from p(y_{k+1} | y_k, z_k). Returns the images
+        [y_1, ..., y_K, x] and, per level, log p(z_k | y_k, z_{k-1}) of the z_k used."""
         images, log_p_z, previous = [y1], [], u
         for k in range(1, self.config.num_transforms + 1):
             mu_p, logvar_p = self.p_z(k, images[-1], previous)

@@ -10,7 +10,8 @@ eq-iwae and eq-bpd; the Split-VAE paper's §4.1, the self-supervised VAE paper's
     structure          parameters as Keras counts them; the share of a map's spectral energy at high frequencies
 
 One module per measure: frechet, inception (FID), classifier (the offline distance), latents (encoding, the
-ex-post GMM, inactive variables), likelihood, adversary, structure; and protocol, which applies them all to a trained model the same way. Everything is importable from `vaelab.metrics` directly.
+ex-post GMM, inactive variables), likelihood, adversary, structure; and protocol, which applies them all to a
+trained model the same way. Everything is importable from `vaelab.metrics` directly.
 
 Every function takes image tensors in [0,1] (N x C x H x W) or a decode callable, so it measures a Split-VAE's
 x, x1, x2 or their mix as readily as a plain VAE's samples. Model passes run in eval mode without gradients, in

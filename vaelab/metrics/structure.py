@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 
 def keras_parameter_count(model: nn.Module, convention: str = "total") -> int:
-    """Parameters as Keras counts them, to compare with the paper. "trainable": the weights (PyTorch's
+    """Parameters as Keras counts them, to compare with the papers. "trainable": the weights (PyTorch's
     parameters); "total": Keras also counts BatchNorm's moving mean and variance (non-trainable weights, two per
     normalised channel), which PyTorch keeps as buffers."""
     if convention not in ("trainable", "total"):
