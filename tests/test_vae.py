@@ -37,7 +37,7 @@ def test_wrong_input_shape_is_a_clear_error():
         model(torch.rand(2, 1, 32, 32))
     with pytest.raises(ValueError, match="torch.from_numpy"):
         model(torch.rand(2, 1, 28, 28).numpy())
-    with pytest.raises(ValueError, match="float64 but the model is torch.float32"):
+    with pytest.raises(ValueError, match="float64 but torch.float32 is needed"):
         model(torch.rand(2, 1, 28, 28, dtype=torch.float64))
     with pytest.raises(ValueError, match="latent codes of shape N x 16"):
         model.decode(torch.randn(2, 8))

@@ -1,7 +1,7 @@
-"""The densities the self-supervised VAE and its priors sample and score, each log density beside its equation: the
-diagonal Gaussian of an encoder (`normal_log_prob`, and `reparameterize` to sample it), the standard normal
-(`standard_normal_log_prob`), and the discretized logistic mixture over 8-bit pixels (`dmol_log_prob`,
-`dmol_sample`). Each log density is per image: a tensor (N,), summed over every dimension but the first.
+"""The densities every model samples and scores, each log density beside its equation: the diagonal Gaussian of an
+encoder (`normal_log_prob`, and `reparameterize` to sample it), the standard normal (`standard_normal_log_prob`),
+and the discretized logistic mixture over 8-bit pixels of the self-supervised VAE (`dmol_log_prob`, `dmol_sample`).
+Each log density is per image: a tensor (N,), summed over every dimension but the first.
 
 The objectives that combine them are in `vaelab.losses`; the learned priors (mixture, RealNVP) in `vaelab.priors`.
 """

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+from .distributions import reparameterize
+from .images import check_image_batch
 from .nn.resnet_v2 import (KERAS_BN_MOMENTUM, PatchGAN, ResBlockConvTV2, ResBlockConvV2, ResBlockIdV2,
                            keep_inference_mode, keras_init)
 from .vae import StandardNormalPrior, VAEOutput
@@ -166,9 +168,7 @@ class HowToTrainYourVAE(nn.Module):
 
     def check_input(self, x: Tensor) -> None:
         c = self.config
-        expected = (c.in_channels, c.image_size, c.image_size)
-        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"expected images of shape N x {' x '.join(map(str, expected))}, got {tuple(x.shape)}")
+        check_image_batch(x, shape=(c.in_channels, c.image_size, c.image_size), dtype=next(self.parameters()).dtype)
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(mu, log sigma^2) of q(z|x) for images x in [0,1] (mapped to [-1,1] here, as the original's data)."""
@@ -181,7 +181,7 @@ class HowToTrainYourVAE(nn.Module):
 
     def forward(self, x: Tensor) -> HowToTrainYourVAEOutput:
         mu, logvar = self.encode(x)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)  # the sampler: z = mu + sigma * eps
+        z = reparameterize(mu, logvar)  # the sampler: z = mu + sigma * eps
         y = self.decoder(z)
         return HowToTrainYourVAEOutput(to_unit(y), mu, logvar, z, x_hat_signed=y)
 

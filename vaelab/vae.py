@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+from .distributions import normal_log_prob, reparameterize, standard_normal_log_prob
+from .images import check_image_batch
 from .nn import PAPER_BN_MOMENTUM, ResFcBlock, downsample, scale_block, upsample
 
 
@@ -75,12 +77,12 @@ class Encoder(nn.Module):
     @staticmethod
     def sample(mu: Tensor, logvar: Tensor) -> Tensor:
         """The reparameterisation trick: z = mu + sigma * eps with eps ~ N(0, I), differentiable in mu and sigma."""
-        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return reparameterize(mu, logvar)
 
     @staticmethod
     def log_prob(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
         """log q(z|x), summed over latent dimensions."""
-        return -0.5 * ((z - mu) ** 2 / logvar.exp() + logvar + math.log(2 * math.pi)).sum(-1)
+        return normal_log_prob(z, mu, logvar)
 
 
 class StandardNormalPrior(nn.Module):
@@ -94,7 +96,7 @@ class StandardNormalPrior(nn.Module):
         return torch.randn(n, self.latent_dim, device=device)
 
     def log_prob(self, z: Tensor) -> Tensor:
-        return -0.5 * (z**2 + math.log(2 * math.pi)).sum(-1)
+        return standard_normal_log_prob(z)
 
 
 class Decoder(nn.Module):
@@ -141,14 +143,7 @@ class VAE(nn.Module):
 
     def check_input(self, x: Tensor) -> None:
         c = self.config
-        expected = (c.in_channels, c.image_size, c.image_size)
-        if not isinstance(x, Tensor):
-            raise ValueError(f"expected a torch tensor of images, got {type(x).__name__} (torch.from_numpy converts)")
-        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"expected images of shape N x {' x '.join(map(str, expected))}, got {tuple(x.shape)}")
-        if x.dtype != next(self.parameters()).dtype:
-            raise ValueError(f"images are {x.dtype} but the model is {next(self.parameters()).dtype}: "
-                             f"convert one of them (x.float(), or model.double())")
+        check_image_batch(x, shape=(c.in_channels, c.image_size, c.image_size), dtype=next(self.parameters()).dtype)
 
     def check_code(self, z: Tensor) -> None:
         if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != self.config.latent_dim:
