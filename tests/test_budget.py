@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from vaelab import budget, data, recipes
+from vaelab.experiment import Experiment
 
 
 class Linear2(nn.Module):
@@ -72,7 +73,7 @@ def test_estimates_scale_with_flops_steps_and_the_card():
         assert all(rates[p] < budget.PEAK_TFLOPS[gpu][p] for p in rates)
 
     quick = recipes.RECIPES["book-vae-quick"]()
-    longer = recipes.Experiment(recipes.fashion_vae("quick", epochs=6))
+    longer = Experiment(recipes.fashion_vae("quick", epochs=6))
     assert budget.training_steps(longer.recipe) == 2 * budget.training_steps(quick.recipe) == 600
     assert budget.experiment_cost(longer).training == 2 * budget.experiment_cost(quick).training
 
@@ -211,7 +212,8 @@ def test_a_dry_run_trains_gpu_recipes_at_full_size_on_standins(tmp_path, monkeyp
     monkeypatch.delenv("VAELAB_RUNS", raising=False)
     for name in ("book-howto-patchgan-gpu", "book-selfvae-vae-gpu"):
         experiment = recipes.RECIPES[name]()
-        model, history = experiment.train(progress=False)
+        run = experiment.train(progress=False)
+        model, history = run.model, run.history
         assert experiment.checkpoint().parent == tmp_path / "runs" / "dry-run"  # never where real runs live
         # the full-size network and images, a few steps of a few images
         assert budget.parameter_count(experiment) == sum(p.numel() for p in model.parameters())

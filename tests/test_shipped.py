@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from vaelab import recipes, shipped
+from vaelab.experiment import Experiment, Recipe
 from vaelab.__main__ import main
 from vaelab.checkpoint import load_checkpoint, save_checkpoint
 from vaelab.recipes import RECIPES
@@ -18,8 +19,8 @@ from vaelab.vae import VAE
 @pytest.fixture
 def tiny(tmp_path, monkeypatch, tiny_config):
     monkeypatch.setenv("VAELAB_RUNS", str(tmp_path / "runs"))
-    experiment = recipes.Experiment(recipes.Recipe("tiny_digits", "digits", tiny_config, 1.0,
-                                                   TrainConfig(epochs=1, batch_size=50, progress=False)))
+    experiment = Experiment(Recipe("tiny_digits", "digits", tiny_config, 1.0,
+                                   TrainConfig(epochs=1, batch_size=50, progress=False)))
     monkeypatch.setitem(recipes.RECIPES, "tiny", lambda: experiment)
     return experiment
 
@@ -33,33 +34,36 @@ def test_ship_writes_the_run_trained_longer_with_its_provenance(tmp_path, tiny, 
     assert payload["experiment"] == "tiny" and payload["epochs"] == 3 and payload["recipe_steps"] == payload["steps"] // 3
     assert payload["code"] == shipped.code_digests(VAE)
     assert set(payload["code"]) == {"vaelab.vae", "vaelab.nn.resnet", "vaelab.distributions", "vaelab.images"}
-    assert payload["run"] == recipes.run_fields(tiny.recipe, VAE, "", tiny.make_objective(tiny.recipe))
+    assert payload["run"] == tiny.fields() and payload["run_digest"] == tiny.digest()
 
     # the loaded model holds the trained run's weights, rounded to half precision, and computes its loss
     run = load_checkpoint(tiny.checkpoint(tmp_path / "runs" / "shipping"))
     model = VAE(tiny.recipe.model)
-    loaded = shipped.load(tiny.recipe, model, directory=tmp_path / "shipped")
+    loaded = shipped.load(tiny, model, directory=tmp_path / "shipped")
     assert loaded.model is not model and not loaded.model.training
     for name, value in loaded.model.state_dict().items():
         assert value.dtype == run["model"][name].dtype
         torch.testing.assert_close(value, run["model"][name], rtol=1e-3, atol=1e-4)
-    objective = tiny.make_objective(tiny.recipe)
+    objective = tiny.make_objective()
     objective.load_state_dict(payload["objective"])
     assert shipped.loss_on_test_batch(loaded.model, objective, tiny.recipe) == pytest.approx(
         payload["test_batch_loss"]["float16"], rel=1e-6)
     assert loaded.history.epochs["loss"] == pytest.approx(run["history"]["epochs"]["loss"])
-    assert "3 epochs" in loaded.describe() and "by vaelab" in loaded.describe()
+    assert "3 epochs" in shipped.describe(payload) and "by vaelab" in shipped.describe(payload)
 
     # prefer: the shipped model in place of the page's run, with a sentence saying so
-    own, history = tiny.train()
-    shown, shown_history, source = shipped.prefer(tiny.recipe, own, history, directory=tmp_path / "shipped")
-    assert shown is not own and len(shown_history.epochs["loss"]) == 3 and source.startswith("the shipped checkpoint")
+    own = tiny.train()
+    assert own.trained_now and not tiny.train().trained_now  # the second call finds the finished run
+    shown = shipped.prefer({"tiny": own}, directory=tmp_path / "shipped")
+    [run] = shown.runs["tiny"]
+    assert shown.shipped and run.model is not own.model and not run.trained_now and run.shipped["epochs"] == 3
+    assert len(run.history.epochs["loss"]) == 3 and shown.reason.startswith("the shipped checkpoint")
     os.environ["VAELAB_SHIPPED"] = "off"
     try:
-        assert shipped.prefer(tiny.recipe, own, history, directory=tmp_path / "shipped")[0] is own
+        assert shipped.prefer({"tiny": own}, directory=tmp_path / "shipped").runs["tiny"] == [own]
     finally:
         del os.environ["VAELAB_SHIPPED"]
-    assert "ships no" in shipped.prefer(tiny.recipe, own, history, directory=tmp_path / "nowhere")[2]
+    assert "is not shipped" in shipped.prefer({"tiny": own}, directory=tmp_path / "nowhere").reason
 
 
 def test_a_stale_checkpoint_is_refused_naming_what_changed(tmp_path, tiny, capsys):
@@ -67,18 +71,18 @@ def test_a_stale_checkpoint_is_refused_naming_what_changed(tmp_path, tiny, capsy
     path = shipped.ship(tiny, 2, out, experiment_name="tiny")
     model = VAE(tiny.recipe.model)
 
-    changed_recipe = replace(tiny.recipe, train=replace(tiny.recipe.train, lr=5e-4))
     with pytest.raises(shipped.StaleCheckpointError, match=r"(?s)train\.lr: 0\.001 then, 0\.0005 now.*ship tiny"):
-        shipped.load(changed_recipe, model, directory=out)
+        shipped.load(tiny.with_train(lr=5e-4), model, directory=out)
 
     payload = load_checkpoint(path, shipped.SHIPPED_FORMAT)
     payload["code"]["vaelab.vae"] = "0" * 16  # as if vae.py had been edited since the checkpoint was trained
     save_checkpoint(path, payload)
     with pytest.raises(shipped.StaleCheckpointError, match="the code of vaelab.vae has changed"):
-        shipped.load(tiny.recipe, model, directory=out)
-    own, history = tiny.train()
-    shown, _, source = shipped.prefer(tiny.recipe, own, history, directory=out)
-    assert shown is own and "stale" in source and "vaelab.vae has changed" in capsys.readouterr().err
+        shipped.load(tiny, model, directory=out)
+    own = tiny.train()
+    shown = shipped.prefer({"tiny": own}, directory=out)
+    assert shown.runs["tiny"] == [own] and not shown.shipped and "stale" in shown.reason
+    assert "vaelab.vae has changed" in capsys.readouterr().err
 
 
 def test_ship_must_train_longer_than_the_recipe(tmp_path, tiny, capsys):
@@ -100,9 +104,9 @@ def test_every_shipped_checkpoint_is_current_and_computes_what_it_was_trained_to
     payload = load_checkpoint(path, shipped.SHIPPED_FORMAT)
     experiment = RECIPES[payload["experiment"]]().seeded(payload.get("seed", 0))
     model = experiment.model_class(experiment.recipe.model)
-    loaded = shipped.load(experiment.recipe, model, experiment.tag, experiment.make_objective(experiment.recipe))
+    loaded = shipped.load(experiment, model)
     assert loaded is not None and payload["epochs"] > experiment.recipe.train.epochs
-    objective = experiment.make_objective(experiment.recipe)
+    objective = experiment.make_objective()
     objective.load_state_dict(payload["objective"])
     if payload["adversary"] is not None:
         objective.adversary.load_state_dict(payload["adversary"])
@@ -110,20 +114,26 @@ def test_every_shipped_checkpoint_is_current_and_computes_what_it_was_trained_to
         payload["test_batch_loss"]["float16"], rel=1e-5)
 
 
-def test_runs_compared_together_are_swapped_only_together(tmp_path, tiny):
+def test_runs_compared_together_are_swapped_only_together_and_at_every_seed_asked(tmp_path, tiny):
     out = tmp_path / "shipped"
     path = shipped.ship(tiny, 2, out, experiment_name="tiny")
-    own, history = tiny.train()
-    objective = tiny.make_objective(tiny.recipe)
-    runs = {"a": shipped.Run(tiny.recipe, own, history, objective=objective),
-            "b": shipped.Run(replace(tiny.recipe, name="tiny_unshipped"), own, history)}
-    chosen, sentence = shipped.prefer_together(runs, out)
-    assert chosen["a"][0] is own and "ships no longer-trained checkpoint of b" in sentence
-    assert repr(objective.state_dict()) == repr(tiny.make_objective(tiny.recipe).state_dict())  # left as it was
+    own = tiny.train()
+    other = replace(own, experiment=replace(tiny, recipe=replace(tiny.recipe, name="tiny_unshipped")))
+    gamma = repr(own.objective.state_dict())
+    shown = shipped.prefer({"a": own, "b": other}, directory=out)
+    assert shown.runs == {"a": [own], "b": [other]} and "run of b is not shipped" in shown.reason
+    assert repr(own.objective.state_dict()) == gamma  # the page's objective is left as its run left it
 
-    chosen, sentence = shipped.prefer_together({"a": runs["a"]}, out)
-    assert chosen["a"][0] is not own and len(chosen["a"][1].epochs["loss"]) == 2
-    assert repr(objective.state_dict()) == repr(load_checkpoint(path, shipped.SHIPPED_FORMAT)["objective"])
+    [run] = shipped.prefer({"a": own}, directory=out).runs["a"]
+    assert run.model is not own.model and len(run.history.epochs["loss"]) == 2
+    assert repr(run.objective.state_dict()) == repr(load_checkpoint(path, shipped.SHIPPED_FORMAT)["objective"])
+
+    # seeds 0 and 1 asked, seed 1 not shipped: seed 0 alone; then both, once seed 1 is shipped
+    shown = shipped.prefer({"a": own}, seeds=(0, 1), directory=out)
+    assert shown.shipped and shown.seeds == 1
+    shipped.ship(tiny.seeded(1), 2, out, experiment_name="tiny")
+    shown = shipped.prefer({"a": own}, seeds=(0, 1), directory=out)
+    assert shown.shipped and shown.seeds == 2 and [run.shipped["seed"] for run in shown.runs["a"]] == [0, 1]
 
 
 def test_the_shipped_command_lists_every_file_as_current(capsys):
@@ -157,11 +167,10 @@ def test_an_adversarial_run_ships_per_seed_with_its_discriminator_checked_every_
     monkeypatch.setenv("VAELAB_RUNS", str(tmp_path / "runs"))
     config = how_to_train.HowToTrainYourVAEConfig(image_size=8, in_channels=1, latent_dim=8, filters=4, stages=2,
                                                  discriminator_filters=(4, 1), discriminator_strides=(2, 1))
-    recipe = recipes.Recipe("tiny_gan", "digits", config, 1.0, TrainConfig(epochs=1, batch_size=50, progress=False),
-                            train_limit=200)
-    experiment = recipes.Experiment(recipe, how_to_train.HowToTrainYourVAE,
-                                    lambda r: HowToTrainLoss(how_to_train.patchgan(r.model, seed=r.train.seed)),
-                                    tag="_gan")
+    recipe = Recipe("tiny_gan", "digits", config, 1.0, TrainConfig(epochs=1, batch_size=50, progress=False),
+                    train_limit=200)
+    experiment = Experiment(recipe, how_to_train.HowToTrainYourVAE,
+                            lambda r: HowToTrainLoss(how_to_train.patchgan(r.model, seed=r.train.seed)), tag="_gan")
     monkeypatch.setitem(recipes.RECIPES, "tiny-gan", lambda: experiment)
     monkeypatch.setattr(shipped, "HELD_OUT_IMAGES", 40)
     assert main(["ship", "tiny-gan", "--epochs", "2", "--seed", "1", "--out", str(tmp_path / "shipped")]) == 0
@@ -171,16 +180,16 @@ def test_an_adversarial_run_ships_per_seed_with_its_discriminator_checked_every_
     assert payload["seed"] == 1 and payload["held_out"]["steps"] == [4, 8]
     assert all(0 <= a <= 1 for a in payload["held_out"]["adversary_accuracy"])
     seeded = experiment.seeded(1)
-    assert shipped.load(seeded.recipe, how_to_train.HowToTrainYourVAE(config), "_gan", seeded.make_objective(),
-                        tmp_path / "shipped") is not None
-    assert shipped.load(recipe, how_to_train.HowToTrainYourVAE(config), "_gan", experiment.make_objective(),
-                        tmp_path / "shipped") is None  # seed 0 is another run, not shipped
+    assert shipped.load(seeded, how_to_train.HowToTrainYourVAE(config), tmp_path / "shipped") is not None
+    assert shipped.load(experiment, how_to_train.HowToTrainYourVAE(config), tmp_path / "shipped") is None  # seed 0
     [row] = shipped.inventory(tmp_path / "shipped")
     assert row["seed"] == 1 and row["status"] == "current"
 
-    # every seed a chapter asks for, with the discriminator as its run left it; none when one seed is missing
-    [(run, objective)] = shipped.seeds(experiment, how_to_train.HowToTrainYourVAE(config), (1,), tmp_path / "shipped")
-    for name, value in objective.adversary.state_dict().items():
+    # the seed a chapter asks for, with the discriminator as its run left it; the page's run when it is not shipped
+    page = experiment.train()
+    [run] = shipped.prefer({"d": replace(page, experiment=seeded)}, directory=tmp_path / "shipped").runs["d"]
+    for name, value in run.objective.adversary.state_dict().items():
         torch.testing.assert_close(value, payload["adversary"][name])
-    assert run.payload["held_out"] == payload["held_out"]
-    assert shipped.seeds(experiment, how_to_train.HowToTrainYourVAE(config), (0, 1), tmp_path / "shipped") is None
+    assert run.shipped["held_out"] == payload["held_out"] and not run.objective.adversary.training
+    assert shipped.prefer({"d": page}, seeds=(0, 1), directory=tmp_path / "shipped").runs["d"] == [page]
+    assert shipped.prefer({"d": page}, seeds=(1, 0), directory=tmp_path / "shipped").seeds == 1  # seed 1 alone

@@ -15,7 +15,6 @@ import json
 import os
 import sys
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -47,8 +46,7 @@ def load_shipped_model(path: Path) -> tuple[nn.Module, dict] | None:
         raise CheckpointError(f"{path} was shipped from the recipe {payload['experiment']!r}, which vaelab no longer has")
     experiment = recipes.RECIPES[payload["experiment"]]().seeded(payload.get("seed", 0))
     recipe = experiment.recipe
-    loaded = shipped.load(recipe, experiment.model_class(recipe.model), experiment.tag, experiment.make_objective(),
-                          Path(path).parent)
+    loaded = shipped.load(experiment, experiment.model_class(recipe.model), Path(path).parent)
     if loaded is None or shipped.shipped_path(recipe, experiment.model_class, experiment.tag).name != Path(path).name:
         raise CheckpointError(f"{path} is a shipped checkpoint under another name than vaelab gives it "
                               f"({shipped.shipped_path(recipe, experiment.model_class, experiment.tag).name})")
@@ -183,13 +181,11 @@ def main(argv: list[str] | None = None) -> int:
             overrides = {k: v for k, v in (("epochs", args.epochs), ("device", args.device),
                                            ("precision", args.precision)) if v is not None}
             overrides |= {k: True for k in ("channels_last", "compile") if getattr(args, k)}
-            experiment = recipes.RECIPES[args.recipe]()
-            experiment = replace(experiment, recipe=replace(experiment.recipe,
-                                                            train=replace(experiment.recipe.train, **overrides)))
+            experiment = recipes.RECIPES[args.recipe]().with_train(**overrides)
             with joined_process_group() as rank:
-                model, history = experiment.train(progress=rank == 0)
+                run = experiment.train(progress=rank == 0)
             if rank == 0:
-                print("finished: " + "  ".join(f"{k} {v[-1]:.4g}" for k, v in history.epochs.items()))
+                print("finished: " + "  ".join(f"{k} {v[-1]:.4g}" for k, v in run.history.epochs.items()))
                 checkpoint = experiment.checkpoint()
                 print(f"checkpoint: {checkpoint}\n  measure it: python -m vaelab evaluate {checkpoint}")
         elif args.command == "shipped":

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .images import check_unit_range
+
 
 def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
     r"""KL(N(mu, sigma^2) || N(0, I)) = 1/2 sum_j (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2)."""
@@ -30,14 +32,6 @@ def gaussian_nll(x: Tensor, x_hat: Tensor, variance: float | Tensor) -> Tensor:
 def bernoulli_nll(x: Tensor, probs: Tensor) -> Tensor:
     r"""-log Bernoulli(x; p) = -sum [x log p + (1 - x) log(1 - p)] per image (x may be grey levels in [0,1])."""
     return F.binary_cross_entropy(probs, x, reduction="none").flatten(1).sum(-1)
-
-
-def check_unit_range(x: Tensor) -> None:
-    """The objectives model pixels in [0,1]; 8-bit images (0..255) would make every term meaningless."""
-    low, high = torch.aminmax(x.detach())
-    if low < 0 or high > 1:
-        raise ValueError(f"images must lie in [0,1], found values in [{float(low):.3g}, {float(high):.3g}]"
-                         + (" (8-bit images? divide by 255)" if high > 1.5 else ""))
 
 
 def _check_beta(beta: float) -> None:

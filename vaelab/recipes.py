@@ -1,11 +1,9 @@
 """Recipes: the data, network, loss weight and training budget of one experiment, for each compute mode.
 
-Several chapters look at the same trained model; they share it by running the same recipe. `train_recipe` trains
-once and writes the checkpoint under the runs folder; a later call with the same recipe finds the finished
-checkpoint, loads it and returns at once (that is `fit`'s resumption, with nothing left to do).
-
-`RECIPES` names every experiment the command line can run (`python -m vaelab train <name>`): the papers'
-configurations and the book's runs in each budget. There are three budgets (vaelab.runtime.compute_mode):
+Each maker returns a `vaelab.experiment.Recipe`, or an `Experiment` (a recipe with its model class and objective)
+where the model is not the VAE trained with the Split-VAE loss. `RECIPES` names every experiment the chapters and
+the command line run (`python -m vaelab train <name>`): the papers' configurations and the book's runs in each
+budget. There are three budgets (vaelab.runtime.compute_mode):
 
 - quick: two CPU cores, each chapter within 3 minutes (what CI runs and what the shipped checkpoints are of);
 - gpu: the default on a GPU; each chapter's runs and evaluation sized so that the chapter takes at most 15 minutes
@@ -27,43 +25,21 @@ its evaluation), estimated by vaelab.budget at the T4's fp16 rate for training a
 
 (The table is checked against vaelab.budget by tests/test_budget.py.)
 """
-import hashlib
-import importlib.metadata
-import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
 from torch import nn
 
 from . import data
 from . import how_to_train_your_vae as how_to_train
-from .losses import BalancedGaussianELBO, GammaBalance, HowNotToTrainLoss, HowToTrainLoss, SelfSupervisedELBO
+from .experiment import Experiment, Recipe
+from .losses import HowNotToTrainLoss, HowToTrainLoss, SelfSupervisedELBO
+from .runtime import BUDGETS, recipe_mode
 from .self_supervised_vae import PRESETS as SELF_SUPERVISED_PRESETS
 from .self_supervised_vae import SelfSupervisedVAE, SelfSupervisedVAEConfig
 from .split_vae import SplitVAE
-from .runtime import BUDGETS, recipe_mode, seed_everything
-from .train import DRY_RUN_LIMITS, EXECUTION_ONLY, History, TrainConfig, dry_run, fit
+from .train import TrainConfig
 from .vae import PAPER_BETA, PRESETS, VAE
-
-
-@dataclass(frozen=True)
-class Recipe:
-    name: str
-    dataset: str
-    model: object  # the model's config dataclass (VAEConfig for the VAE and the Split-VAE)
-    beta: float
-    train: TrainConfig
-    train_limit: int | None = None  # None: the whole training split
-    pad_to_32: bool = False
-    gamma_decay: float = 0.99  # the running-MSE decay of GammaBalance (the paper's 0.99)
-
-    def load_data(self, split: str = "train", limit: int | None = None):
-        """The recipe's images and labels; `limit` defaults to the recipe's own for the training split."""
-        limit = self.train_limit if limit is None and split == "train" else limit
-        if dry_run():  # a dry run trains and evaluates a few images only: no need to hold the whole split
-            limit = min(limit if limit is not None else DRY_RUN_LIMITS["images"], DRY_RUN_LIMITS["images"])
-        return data.load(self.dataset, split, pad_to_32=self.pad_to_32, limit=limit)
 
 
 def fashion_vae(mode: str | None = None, **train_overrides) -> Recipe:
@@ -88,85 +64,6 @@ def fashion_vae(mode: str | None = None, **train_overrides) -> Recipe:
 
 
 BOOK_VAE_EPOCHS = {"gpu": 5, "paper": 250}
-
-
-def runs_dir() -> Path:
-    """Where recipes keep their checkpoints: $VAELAB_RUNS, else <data root>/runs; in a dry run its subfolder
-    dry-run/, so that a dry run's few steps never stand in the place of a real run's checkpoint."""
-    runs = Path(os.environ.get("VAELAB_RUNS") or data.data_root() / "runs")
-    return runs / "dry-run" if dry_run() else runs
-
-
-def default_objective(recipe: Recipe):
-    """The Split-VAE loss with the recipe's beta and gamma decay."""
-    return BalancedGaussianELBO(beta=recipe.beta, gamma=GammaBalance(decay=recipe.gamma_decay))
-
-
-def run_fields(recipe: Recipe, model_class: type[nn.Module], tag: str, objective) -> dict[str, str]:
-    """What defines a recipe's run, field by field: everything but the epoch count and how the steps run (so that
-    asking for more epochs continues the same run)."""
-    fields = {"model_class": model_class.__name__, "tag": tag, "objective": type(objective).__name__,
-              **{f"objective.{k}": v for k, v in sorted(objective.settings().items())}}
-    for name, value in asdict(recipe).items():
-        fields |= {f"{name}.{k}": v for k, v in value.items()} if isinstance(value, dict) else {name: value}
-    return {name: repr(value) for name, value in fields.items()
-            if not (name.startswith("train.") and name.removeprefix("train.") in EXECUTION_ONLY)}
-
-
-def run_digest(fields: dict[str, str]) -> str:
-    return hashlib.sha1(repr(sorted(fields.items())).encode()).hexdigest()[:8]
-
-
-def checkpoint_path(recipe: Recipe, model_class: type[nn.Module], tag: str, objective, runs: Path | None = None) -> Path:
-    """Where train_recipe keeps this run (in `runs`, default runs_dir()). The file name carries a digest of the run's
-    fields (run_fields), so a changed recipe never loads a stale run, while asking for more epochs continues it."""
-    digest = run_digest(run_fields(recipe, model_class, tag, objective))
-    return Path(runs or runs_dir()) / f"{recipe.name}_{model_class.__name__}{tag}_{digest}.pt"
-
-
-def train_recipe(recipe: Recipe, model_class: type[nn.Module] = VAE, tag: str = "",
-                 objective=None, runs: Path | None = None) -> tuple[nn.Module, History]:
-    """Train `model_class(recipe.model)` as the recipe says, or load it if that run already finished.
-
-    objective: what to minimise; by default the Split-VAE loss with the recipe's beta and gamma decay.
-    runs: the folder of the run's checkpoint (default runs_dir()).
-    """
-    objective = objective if objective is not None else default_objective(recipe)
-    checkpoint = checkpoint_path(recipe, model_class, tag, objective, runs)
-    seed_everything(recipe.train.seed)  # the initial weights too depend on the seed alone
-    model = model_class(recipe.model)
-    images = recipe.load_data("train").images
-    metadata = {"recipe": recipe.name, "dataset": recipe.dataset, "pad_to_32": recipe.pad_to_32,
-                "model_class": model_class.__name__, "vaelab_version": importlib.metadata.version("vaelab")}
-    history = fit(model, objective, images, replace(recipe.train, checkpoint=str(checkpoint)), metadata)
-    return model, history
-
-
-@dataclass(frozen=True)
-class Experiment:
-    """A recipe with the model class and the objective it trains: what `python -m vaelab train NAME` runs."""
-
-    recipe: Recipe
-    model_class: type[nn.Module] = VAE
-    objective: Callable[[Recipe], object] | None = None  # None: the Split-VAE loss with the recipe's beta
-    tag: str = ""  # told apart in the run's file name: runs of one recipe with different objectives
-
-    def make_objective(self, recipe: Recipe | None = None):
-        """A fresh objective for the recipe (default: the experiment's own): what its run minimises."""
-        recipe = recipe or self.recipe
-        return self.objective(recipe) if self.objective is not None else default_objective(recipe)
-
-    def train(self, runs: Path | None = None, **train_overrides) -> tuple[nn.Module, History]:
-        recipe = replace(self.recipe, train=replace(self.recipe.train, **train_overrides))
-        return train_recipe(recipe, self.model_class, self.tag, self.make_objective(recipe), runs)
-
-    def seeded(self, seed: int) -> "Experiment":
-        """The same experiment trained from another seed (initial weights, data order, noise, a PatchGAN's weights)."""
-        return replace(self, recipe=replace(self.recipe, train=replace(self.recipe.train, seed=seed)))
-
-    def checkpoint(self, runs: Path | None = None) -> Path:
-        """The run's checkpoint file (it exists once the run has trained at least one epoch)."""
-        return checkpoint_path(self.recipe, self.model_class, self.tag, self.make_objective(self.recipe), runs)
 
 
 def split_vae_paper(dataset: str, model_class: type[nn.Module] = SplitVAE) -> Experiment:

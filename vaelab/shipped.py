@@ -4,10 +4,10 @@ vaelab so that the rendered book and a Colab student see well-trained models.
 A chapter still trains its own quick run (that proves the code trains, and it is what CI checks), then shows the
 same run trained on when vaelab ships it:
 
-    model, history = train_recipe(recipe)                           # this page's run, 300 steps
-    model, history, source = shipped.prefer(recipe, model, history)  # the same run at 20 epochs, if shipped
+    run = RECIPES["book-vae-quick"]().train()          # this page's run, 300 steps (a vaelab.experiment.Trained)
+    shown = shipped.prefer({"vae": run}, seeds=(0, 1, 2))  # the same run at 20 epochs, from three seeds, if shipped
 
-Runs a page compares go through `prefer_together`, which swaps them all or none, and only at one length.
+Runs a page compares are swapped all or none, and only when every one has the same length.
 
 A shipped checkpoint is the same run as the page's: the same recipe, network, objective and seed; only the number
 of epochs differs. It records where it came from: the run's fields, vaelab's version and git commit, and a digest
@@ -41,7 +41,7 @@ from torch import nn
 
 from . import metrics
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .recipes import Experiment, Recipe, default_objective, run_digest, run_fields, runs_dir
+from .experiment import Experiment, Recipe, Trained, runs_dir
 from .runtime import machine
 from .train import History
 
@@ -151,8 +151,8 @@ def ship(experiment: Experiment, epochs: int, directory: Path = SHIPPED, experim
     if epochs <= recipe.train.epochs:
         raise ValueError(f"a shipped checkpoint must train longer than the recipe's {recipe.train.epochs} epochs; "
                          f"got --epochs {epochs}")
-    objective = experiment.make_objective(recipe)
-    fields = run_fields(recipe, experiment.model_class, experiment.tag, objective)
+    objective = experiment.make_objective()
+    fields = experiment.fields()
     provenance = {"code": code_digests(experiment.model_class), "git_commit": _git_commit(),  # before training:
                   "vaelab_version": importlib.metadata.version("vaelab")}  # the code that trains, not later edits
     runs = runs_dir() / "shipping"
@@ -163,9 +163,10 @@ def ship(experiment: Experiment, epochs: int, directory: Path = SHIPPED, experim
     held_out = {"steps": [], "adversary_accuracy": []}
     test_images = recipe.load_data("test", limit=HELD_OUT_IMAGES).images if with_adversary else None
     for epoch in range(1, epochs + 1) if with_adversary else (epochs,):
-        model, history = experiment.train(runs, epochs=epoch, progress=False)
+        run = experiment.train(runs, epochs=epoch, progress=False)
+        model, history = run.model, run.history
         if with_adversary:
-            probe = experiment.make_objective(recipe).adversary
+            probe = experiment.make_objective().adversary
             probe.load_state_dict(load_checkpoint(experiment.checkpoint(runs))["adversary"])
             probe.to(next(model.parameters()).device)
             held_out["steps"].append(len(history["loss"]))
@@ -186,7 +187,7 @@ def ship(experiment: Experiment, epochs: int, directory: Path = SHIPPED, experim
         raise ValueError(f"half-precision weights move the loss on a test batch from {loss_full:.6g} to "
                          f"{loss_half:.6g}, more than {HALF_PRECISION_TOLERANCE:.0e} relative; not shipped")
     payload = {
-        "format": SHIPPED_FORMAT, "experiment": experiment_name, "seed": recipe.train.seed, "run": fields, "run_digest": run_digest(fields),
+        "format": SHIPPED_FORMAT, "experiment": experiment_name, "seed": recipe.train.seed, "run": fields, "run_digest": experiment.digest(),
         **provenance, "model_class": experiment.model_class.__name__, "model": half,
         "objective": run["objective"], "adversary": run.get("adversary"),
         "epochs": run["epoch"], "steps": len(history["loss"]),
@@ -203,6 +204,13 @@ def ship(experiment: Experiment, epochs: int, directory: Path = SHIPPED, experim
     return path
 
 
+def describe(payload: dict) -> str:
+    """How long a shipped run trained, where, and by which vaelab."""
+    commit = f" at commit {payload['git_commit']}" if payload["git_commit"] else ""
+    return (f"{payload['epochs']} epochs, {payload['steps']:,} steps where the page's run takes "
+            f"{payload['recipe_steps']:,}, on {payload['trained_on']}, by vaelab {payload['vaelab_version']}{commit}")
+
+
 class Shipped:
     """A loaded shipped checkpoint: the model (float32, eval mode), its training history, and where it came from."""
 
@@ -211,23 +219,17 @@ class Shipped:
         self.history = History(**{part: {k: v.tolist() for k, v in values.items()}
                                   for part, values in payload["history"].items()})
 
-    def describe(self) -> str:
-        p = self.payload
-        commit = f" at commit {p['git_commit']}" if p["git_commit"] else ""
-        return (f"{p['epochs']} epochs, {p['steps']:,} steps where the page's run takes {p['recipe_steps']:,}, on "
-                f"{p['trained_on']}, by vaelab {p['vaelab_version']}{commit}")
 
 
-def load(recipe: Recipe, model: nn.Module, tag: str = "", objective=None, directory: Path = SHIPPED) -> Shipped | None:
-    """The shipped checkpoint of the run `train_recipe(recipe, type(model), tag, objective)` trains, loaded into a
-    copy of `model`; None when vaelab ships none. Raises StaleCheckpointError when it is stale."""
-    model_class = type(model)
-    path = shipped_path(recipe, model_class, tag, directory)
+def load(experiment: Experiment, template: nn.Module, directory: Path = SHIPPED) -> Shipped | None:
+    """The experiment's shipped checkpoint, loaded into a copy of `template` (a model of the experiment's class, whose
+    device it takes); None when vaelab ships none. Raises StaleCheckpointError when it is stale."""
+    recipe, model_class = experiment.recipe, experiment.model_class
+    path = shipped_path(recipe, model_class, experiment.tag, directory)
     if not path.is_file():
         return None
     payload = load_checkpoint(path, SHIPPED_FORMAT)
-    objective = objective if objective is not None else default_objective(recipe)
-    fields = run_fields(recipe, model_class, tag, objective)
+    fields = experiment.fields()
     changed = [f"{name}: {payload['run'].get(name, '(absent)')} then, {fields.get(name, '(absent)')} now"
                for name in sorted(set(fields) | set(payload["run"])) if fields.get(name) != payload["run"].get(name)]
     code = code_digests(model_class)
@@ -239,102 +241,84 @@ def load(recipe: Recipe, model: nn.Module, tag: str = "", objective=None, direct
             f"{path.name} is stale: it was trained by vaelab {payload['vaelab_version']} "
             f"(commit {payload['git_commit'] or 'unknown'}) and differs from this run:\n  " + "\n  ".join(changed) +
             f"\nIt is not used. Retrain it with `python -m vaelab ship {name} --epochs {payload['epochs']}`.")
-    loaded = copy.deepcopy(model).cpu()  # a copy: no random numbers drawn, the page's own run left as it is
+    loaded = copy.deepcopy(template).cpu()  # a copy: no random numbers drawn, the page's own run left as it is
     loaded.load_state_dict({k: v.float() if v.dtype == torch.float16 else v for k, v in payload["model"].items()})
-    device = next(model.parameters()).device
+    device = next(template.parameters()).device
     return Shipped(loaded.to(device).eval(), payload)
 
 
-def prefer(recipe: Recipe, model: nn.Module, history: History, tag: str = "", objective=None,
-           directory: Path = SHIPPED) -> tuple[nn.Module, History, str]:
-    """The shipped, longer-trained version of the page's run when there is a current one, else the page's run;
-    and a sentence saying which it is. $VAELAB_SHIPPED=off always keeps the page's run. When the shipped run is
-    taken, `objective` (if given) is set to the state that run left it in, its adversary's weights included."""
-    chosen, sentence = prefer_together({"run": Run(recipe, model, history, tag, objective)}, directory)
-    return (*chosen["run"], sentence)
+def _as_trained(experiment: Experiment, shipped: Shipped) -> Trained:
+    """A shipped run as a page holds one, its objective in the state that run left it (an adversary's weights too)."""
+    objective = experiment.make_objective()
+    objective.load_state_dict(shipped.payload["objective"])
+    if getattr(objective, "adversary", None) is not None:
+        objective.adversary.load_state_dict(shipped.payload["adversary"])
+        objective.adversary.to(next(shipped.model.parameters()).device).eval()
+    return Trained(experiment, shipped.model, shipped.history, objective, trained_now=False, shipped=shipped.payload)
 
 
 @dataclass
-class Run:
-    """A page's run as train_recipe made it, with what finds its shipped version (train_recipe's arguments)."""
+class Shown:
+    """What a page shows of the runs it compares: name -> one run per seed (seed order), and why these."""
 
-    recipe: Recipe
-    model: nn.Module
-    history: History
-    tag: str = ""
-    objective: object = None  # None: the recipe's default objective; set to the shipped run's state when swapped
+    runs: dict[str, list[Trained]]
+    reason: str
+
+    @property
+    def shipped(self) -> bool:
+        return all(run.shipped is not None for runs in self.runs.values() for run in runs)
+
+    @property
+    def seeds(self) -> int:
+        return len(next(iter(self.runs.values())))
+
+    def first(self) -> dict[str, Trained]:
+        """Each name's run of the first seed: what a page's figures show."""
+        return {name: runs[0] for name, runs in self.runs.items()}
 
 
-def prefer_together(runs: dict[str, Run], directory: Path = SHIPPED) -> tuple[dict, str]:
-    """Several runs a page compares: every run's shipped version when each has a current one and all are of one
-    length, since a comparison at unequal budgets would say nothing; else every page's run. Returns
-    name -> (model, history), and a sentence saying which they are."""
-    own = {name: (run.model, run.history) for name, run in runs.items()}
-    steps = {len(history["loss"]) for _, history in own.values()}
-    mine = f"this page's run{'s' if len(runs) > 1 else ''} ({', '.join(f'{n:,}' for n in sorted(steps))} steps)"
+def prefer(runs: dict[str, Trained], seeds: tuple[int, ...] | None = None, directory: Path = SHIPPED) -> Shown:
+    """The shipped, longer-trained versions of a page's runs: at every seed of `seeds` (default: each run's own) when
+    every run has a current one at each and all are of one length (a comparison at unequal budgets would say
+    nothing), else at the first seed alone, else the page's own runs, one seed each. $VAELAB_SHIPPED=off always keeps
+    the page's runs."""
+    own = {name: [run] for name, run in runs.items()}
+    steps = sorted({run.steps for run in runs.values()})
+    mine = f"this page's run{'s' if len(runs) > 1 else ''} ({', '.join(f'{n:,}' for n in steps)} steps)"
     switch = os.environ.get("VAELAB_SHIPPED", "").strip().lower()
     if switch in ("off", "0", "no", "false"):
-        return own, f"{mine}; shipped checkpoints are switched off (VAELAB_SHIPPED={switch})"
-    loaded, stale = {}, []
-    for name, run in runs.items():
+        return Shown(own, f"{mine}; shipped checkpoints are switched off (VAELAB_SHIPPED={switch})")
+    problems = {}  # (name, seed) -> why that run has no current shipped version
+
+    def find(name: str, seed: int | None) -> Trained | None:
+        experiment = runs[name].experiment if seed is None else runs[name].experiment.seeded(seed)
         try:
-            loaded[name] = load(run.recipe, run.model, run.tag, run.objective, directory)
+            found = load(experiment, runs[name].model, directory)
         except StaleCheckpointError as error:
-            print(error, file=sys.stderr)
-            stale.append(name)
-    if stale:
-        which = f" of {', '.join(stale)}" if len(runs) > 1 else ""
-        return own, f"{mine}: the shipped checkpoint{which} is stale (see the message above)"
-    missing = [name for name, shipped in loaded.items() if shipped is None]
-    if missing:
-        which = ", ".join(missing) if len(runs) > 1 else "it"
-        return own, f"{mine}: vaelab ships no longer-trained checkpoint of {which}"
-    if len({shipped.payload["steps"] for shipped in loaded.values()}) > 1:
-        return own, f"{mine}: the shipped runs differ in length, and are compared only at equal budgets"
-    for name, shipped in loaded.items():
-        objective = runs[name].objective
-        if objective is not None:
-            objective.load_state_dict(shipped.payload["objective"])
-            if getattr(objective, "adversary", None) is not None:
-                objective.adversary.load_state_dict(shipped.payload["adversary"])
-    first = next(iter(loaded.values()))
-    plural = "s of these runs" if len(runs) > 1 else " of this run"
-    return ({name: (shipped.model, shipped.history) for name, shipped in loaded.items()},
-            f"the shipped checkpoint{plural}: {first.describe()}")
-
-
-def seeds(experiment: Experiment, model: nn.Module, seeds: tuple[int, ...],
-          directory: Path = SHIPPED) -> list[tuple[Shipped, object]] | None:
-    """Every seed's shipped run of an experiment, each as (Shipped, its objective in the state that run left it in,
-    an adversary's weights included); None, with the reason printed, when VAELAB_SHIPPED is off or any seed's file
-    is missing or stale: a claim about training outcomes is then left to the page's own run."""
-    if os.environ.get("VAELAB_SHIPPED", "").strip().lower() in ("off", "0", "no", "false"):
-        print("shipped checkpoints are switched off (VAELAB_SHIPPED)", file=sys.stderr)
-        return None
-    found = []
-    for seed in seeds:
-        seeded = experiment.seeded(seed)
-        objective = seeded.make_objective()
-        try:
-            run = load(seeded.recipe, model, seeded.tag, objective, directory)
-        except StaleCheckpointError as error:
-            print(error, file=sys.stderr)
+            if (name, seed) not in problems:
+                print(error, file=sys.stderr)
+            problems[name, seed] = "is stale (see the message above)"
             return None
-        if run is None:
-            print(f"vaelab ships no checkpoint of seed {seed} of this run", file=sys.stderr)
+        if found is None:
+            problems[name, seed] = "is not shipped"
             return None
-        objective.load_state_dict(run.payload["objective"])
-        if getattr(objective, "adversary", None) is not None:
-            objective.adversary.load_state_dict(run.payload["adversary"])
-            objective.adversary.to(next(run.model.parameters()).device).eval()
-        found.append((run, objective))
-    return found
+        return _as_trained(experiment, found)
 
-
-def shown(experiment: Experiment, **train_overrides) -> tuple[nn.Module, History, str]:
-    """What a page shows of a named experiment: its run, trained now or loaded, then its shipped version (prefer)."""
-    model, history = experiment.train(**train_overrides)
-    return prefer(experiment.recipe, model, history, experiment.tag, experiment.make_objective())
+    seeds = (None,) if seeds is None else tuple(seeds)  # None: each run's own seed
+    for wanted in dict.fromkeys((seeds, seeds[:1])):  # every seed, else the first
+        shown = {name: [find(name, seed) for seed in wanted] for name in runs}
+        missing = [(name, seed) for name in runs for seed, run in zip(wanted, shown[name]) if run is None]
+        if missing:
+            name, seed = missing[0]
+            which = name if seed is None else f"{name} from seed {seed}"
+            reason = f"the longer-trained run of {which} {problems[name, seed]}"
+        elif len({run.steps for found in shown.values() for run in found}) > 1:
+            reason = "the shipped runs differ in length, and are compared only at equal budgets"
+        else:
+            plural = "s" if len(runs) * len(wanted) > 1 else ""
+            return Shown(shown, f"the shipped checkpoint{plural} ({len(wanted)} seed{'s' if len(wanted) > 1 else ''}): "
+                                f"{describe(shown[next(iter(runs))][0].shipped)}")
+    return Shown(own, f"{mine}: {reason}")
 
 
 def inventory(directory: Path = SHIPPED) -> list[dict]:
@@ -349,8 +333,9 @@ def inventory(directory: Path = SHIPPED) -> list[dict]:
         else:
             experiment = experiment().seeded(payload.get("seed", 0))
             try:
-                load(experiment.recipe, experiment.model_class(experiment.recipe.model), experiment.tag,
-                     experiment.make_objective(), directory)
+                with torch.random.fork_rng(devices=[]):  # a model to load into; its random weights are replaced
+                    template = experiment.model_class(experiment.recipe.model)
+                load(experiment, template, directory)
                 status = "current"
             except StaleCheckpointError as error:
                 status = "stale: " + "; ".join(line.strip() for line in str(error).splitlines()[1:-1])

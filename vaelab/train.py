@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import (CHECKPOINT_FORMAT, check_same_run, exclusive, model_config, restore,
                          run_identity, save_checkpoint)
+from .images import check_images
 from .runtime import pick_device, seed_everything
 
 # A dry run (VAELAB_DRY_RUN=1) executes every line of a chapter at full image and network size with the amounts of
@@ -119,11 +120,13 @@ def scaler_for(precision: str, device: torch.device) -> torch.amp.GradScaler:
 
 
 class History(dict):
-    """Loss terms by name: history["loss"] holds one value per optimiser step, history.epochs["loss"] one per epoch."""
+    """Loss terms by name: history["loss"] holds one value per optimiser step, history.epochs["loss"] one per epoch.
+    `resumed` counts the epochs fit found in the checkpoint it resumed (0 for a fresh run)."""
 
     def __init__(self, steps: dict | None = None, epochs: dict | None = None):
         super().__init__(steps or {})
         self.epochs = dict(epochs or {})
+        self.resumed = 0
 
     def record_step(self, terms: dict[str, float]) -> None:
         for name, value in terms.items():
@@ -147,23 +150,6 @@ def make_optimizer(parameters, config: TrainConfig) -> tuple[torch.optim.Optimiz
     floor = config.min_lr / config.lr
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(config.lr_decay**step, floor))
     return optimizer, schedule
-
-
-def _check_images(images) -> None:
-    if not isinstance(images, Tensor):
-        hint = " (torch.from_numpy(array) converts a numpy array)" if hasattr(images, "__array__") else ""
-        raise ValueError(f"images must be a torch tensor N x C x H x W, got {type(images).__name__}{hint}")
-    if images.dim() != 4:
-        raise ValueError(f"images must be a float tensor N x C x H x W, got shape {tuple(images.shape)}")
-    if images.dtype != torch.float32:
-        raise ValueError(f"images must be float32 in [0,1], got dtype {images.dtype} "
-                         f"(images.float() / 255 converts 8-bit images, images.float() other floats)")
-    if len(images) == 0:
-        raise ValueError("images is empty: there is nothing to train on")
-    low, high = images.min().item(), images.max().item()
-    if not (0.0 <= low and high <= 1.0):
-        raise ValueError(f"images must lie in [0,1], found values in [{low:.3g}, {high:.3g}]"
-                         + (" (8-bit images? divide by 255)" if high > 1.5 else ""))
 
 
 def _check_config(config: TrainConfig) -> None:
@@ -207,7 +193,7 @@ def fit(model: nn.Module, objective, images: Tensor, config: TrainConfig = Train
     every batch and the gradients are averaged, so that N processes take the steps one process would take on the
     whole batch (batch statistics, as in batch normalisation, are each process's own); rank 0 writes checkpoints.
     """
-    _check_images(images)
+    check_images(images, dtype=torch.float32)
     _check_config(config)
     if dry_run():
         config = replace(config, epochs=dry_run_cap("epochs", config.epochs),
@@ -288,7 +274,7 @@ def _fit(model: nn.Module, objective, images: Tensor, config: TrainConfig, devic
         if "scaler" in payload:
             scaler.load_state_dict(payload["scaler"])
         history = History(**payload["history"])
-        start_epoch = payload["epoch"]
+        start_epoch = history.resumed = payload["epoch"]
         rng = payload["rng"]["processes"][rank]
         torch.set_rng_state(rng["torch"])
         if device.type == "cuda" and rng["cuda"]:

@@ -132,7 +132,7 @@ def test_bookkeeping_is_counted_as_measure_pages_defines_it(tmp_path):
     notebook = {"cells": [
         cell('import sys\nif "google.colab" in sys.modules:\n    %pip install -q vaelab'),  # 3 lines, all Colab set-up
         cell("t0 = time.perf_counter()\nmodel = train(recipe)  # teaches\n\nglue('loss', loss,\n     display=False)"),
-        cell("model, history, shown = vaelab.shipped.prefer(recipe, model, history)\nprint(shown)"),
+        cell("shown = vaelab.shipped.prefer({'vae': run})\nprint(shown.reason)"),
         cell("for name in names:\n    glue(name, values[name])", tags=["remove-cell"]),
         cell("# only a comment\nx = 3"),
         {"cell_type": "markdown", "metadata": {}, "source": "glue('not code', 1)"},

@@ -18,7 +18,7 @@ x, x1, x2 or their mix as readily as a plain VAE's samples. Model passes run in 
 batches, on the model's (or feature extractor's) device.
 """
 from .frechet import (FeatureStatistics, frechet_distance, frechet_distance_of_samples, FeatureExtractor,
-                      check_images, feature_statistics, frechet_distance_between, reference_statistics,
+                      feature_statistics, frechet_distance_between, reference_statistics,
                       weights_digest)
 from .inception import (FIDWeightsUnavailableError, fid_weights_path, InceptionFeatures, fid_inception)
 from .classifier import (SmallClassifier, train_classifier, classifier_accuracy, ClassifierFeatures,

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import data
+from ..images import check_images
 from ..train import dry_run_cap
 
 
@@ -83,17 +84,6 @@ class FeatureExtractor(nn.Module):
         self.eval()
         device = next(self.parameters()).device
         return np.concatenate([self(batch.to(device)).double().cpu().numpy() for batch in images.split(batch_size)])
-
-
-def check_images(images) -> None:
-    """The metrics take what the models produce: a float tensor N x C x H x W with values in [0,1]."""
-    if not isinstance(images, Tensor) or images.dim() != 4 or not images.is_floating_point():
-        raise ValueError(f"expected a float tensor of images N x C x H x W in [0,1], got "
-                         f"{getattr(images, 'dtype', type(images).__name__)} {tuple(getattr(images, 'shape', ()))}")
-    if len(images) and not ((images >= 0) & (images <= 1)).all():
-        low, high = images.min().item(), images.max().item()
-        raise ValueError(f"images must lie in [0,1], found values in [{low:.3g}, {high:.3g}]"
-                         + (" (8-bit images? divide by 255)" if high > 1.5 else ""))
 
 
 def _features(extractor: FeatureExtractor, images: Tensor, batch_size: int) -> np.ndarray:

@@ -1,0 +1,128 @@
+"""One handle for a run. An `Experiment` is a `Recipe` (the data, the network's config, the training budget), the
+model class it builds and the objective it minimises; `experiment.train()` trains it, or loads it when that run
+has already finished, and returns a `Trained`: the model, its history, the objective as the run left it, and
+whether it trained now.
+
+Several chapters look at the same trained model; they share it by running the same experiment (by its name in
+`vaelab.recipes.RECIPES`). The run's checkpoint lives in the runs folder under a name carrying a digest of what
+defines the run (`Experiment.fields`): everything but its epoch count and how its steps run, so that asking for
+more epochs continues the same run and a changed recipe never loads a stale one.
+"""
+import hashlib
+import importlib.metadata
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from torch import nn
+
+from . import data
+from .losses import BalancedGaussianELBO, GammaBalance
+from .runtime import seed_everything
+from .train import DRY_RUN_LIMITS, EXECUTION_ONLY, History, TrainConfig, dry_run, fit
+from .vae import VAE
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    dataset: str
+    model: object  # the model's config dataclass (VAEConfig for the VAE and the Split-VAE)
+    beta: float
+    train: TrainConfig
+    train_limit: int | None = None  # None: the whole training split
+    pad_to_32: bool = False
+    gamma_decay: float = 0.99  # the running-MSE decay of GammaBalance (the paper's 0.99)
+
+    def load_data(self, split: str = "train", limit: int | None = None):
+        """The recipe's images and labels; `limit` defaults to the recipe's own for the training split."""
+        limit = self.train_limit if limit is None and split == "train" else limit
+        if dry_run():  # a dry run trains and evaluates a few images only: no need to hold the whole split
+            limit = min(limit if limit is not None else DRY_RUN_LIMITS["images"], DRY_RUN_LIMITS["images"])
+        return data.load(self.dataset, split, pad_to_32=self.pad_to_32, limit=limit)
+
+
+def runs_dir() -> Path:
+    """Where experiments keep their checkpoints: $VAELAB_RUNS, else <data root>/runs; in a dry run its subfolder
+    dry-run/, so that a dry run's few steps never stand in the place of a real run's checkpoint."""
+    runs = Path(os.environ.get("VAELAB_RUNS") or data.data_root() / "runs")
+    return runs / "dry-run" if dry_run() else runs
+
+
+def split_vae_objective(recipe: Recipe) -> BalancedGaussianELBO:
+    """The Split-VAE paper's loss with the recipe's beta and gamma decay: what the VAE and the Split-VAE minimise."""
+    return BalancedGaussianELBO(beta=recipe.beta, gamma=GammaBalance(decay=recipe.gamma_decay))
+
+
+@dataclass
+class Trained:
+    """A run as a page holds it, trained here or loaded (from the runs folder, or vaelab's shipped checkpoints)."""
+
+    experiment: "Experiment"
+    model: nn.Module
+    history: History
+    objective: object  # in the state the run left it: the Split-VAE's gamma, a PatchGAN's weights
+    trained_now: bool  # False: loaded, with nothing left to train
+    shipped: dict | None = None  # the shipped checkpoint's payload when this is a shipped run, else None
+
+    @property
+    def steps(self) -> int:
+        return len(self.history["loss"])
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A recipe with the model class and the objective it trains: what `python -m vaelab train NAME` runs."""
+
+    recipe: Recipe
+    model_class: type[nn.Module] = VAE
+    objective: Callable[[Recipe], object] = split_vae_objective  # a fresh objective for a recipe
+    tag: str = ""  # told apart in the run's file name: runs of one recipe with different objectives
+
+    def make_objective(self):
+        """A fresh objective: what this run minimises."""
+        return self.objective(self.recipe)
+
+    def with_train(self, **overrides) -> "Experiment":
+        """The same experiment with some of its training settings changed (TrainConfig's fields)."""
+        return replace(self, recipe=replace(self.recipe, train=replace(self.recipe.train, **overrides)))
+
+    def seeded(self, seed: int) -> "Experiment":
+        """The same experiment trained from another seed (initial weights, data order, noise, a PatchGAN's weights)."""
+        return self.with_train(seed=seed)
+
+    def fields(self) -> dict[str, str]:
+        """What defines the run, field by field: everything but the epoch count and how the steps run (so that
+        asking for more epochs continues the same run)."""
+        objective = self.make_objective()
+        fields = {"model_class": self.model_class.__name__, "tag": self.tag, "objective": type(objective).__name__,
+                  **{f"objective.{k}": v for k, v in sorted(objective.settings().items())}}
+        for name, value in asdict(self.recipe).items():
+            fields |= {f"{name}.{k}": v for k, v in value.items()} if isinstance(value, dict) else {name: value}
+        return {name: repr(value) for name, value in fields.items()
+                if not (name.startswith("train.") and name.removeprefix("train.") in EXECUTION_ONLY)}
+
+    def digest(self) -> str:
+        """Eight hex digits of the run's fields: its checkpoint's name in the runs folder."""
+        return hashlib.sha1(repr(sorted(self.fields().items())).encode()).hexdigest()[:8]
+
+    def checkpoint(self, runs: Path | None = None) -> Path:
+        """The run's checkpoint in `runs` (default runs_dir()); it exists once the run has trained an epoch."""
+        name = f"{self.recipe.name}_{self.model_class.__name__}{self.tag}_{self.digest()}.pt"
+        return Path(runs or runs_dir()) / name
+
+    def train(self, runs: Path | None = None, **train_overrides) -> Trained:
+        """Train `model_class(recipe.model)` as the recipe says, or load the run if it already finished (that is
+        `fit`'s resumption with nothing left to do); `train_overrides` change TrainConfig's fields."""
+        if train_overrides:
+            return self.with_train(**train_overrides).train(runs)
+        recipe, objective = self.recipe, self.make_objective()
+        seed_everything(recipe.train.seed)  # the initial weights too depend on the seed alone
+        model = self.model_class(recipe.model)
+        metadata = {"recipe": recipe.name, "dataset": recipe.dataset, "pad_to_32": recipe.pad_to_32,
+                    "model_class": self.model_class.__name__, "vaelab_version": importlib.metadata.version("vaelab")}
+        history = fit(model, objective, recipe.load_data("train").images,
+                      replace(recipe.train, checkpoint=str(self.checkpoint(runs))), metadata)
+        return Trained(self, model, history, objective, trained_now=len(history.epochs["loss"]) > history.resumed)
+
