@@ -201,11 +201,11 @@ def test_formatting():
 
 
 def test_a_dry_run_trains_gpu_recipes_at_full_size_on_standins(tmp_path, monkeypatch):
-    from vaelab import data
+    from vaelab import standins
     from vaelab.metrics import log_likelihood_bounds
     from vaelab.train import DRY_RUN_LIMITS
 
-    data.write_standins(tmp_path, images=8, datasets=("celeba", "cifar10"))
+    standins.write_standins(tmp_path, images=8, datasets=("celeba", "cifar10"))
     monkeypatch.setenv("VAELAB_DATA", str(tmp_path))
     monkeypatch.setenv("VAELAB_DRY_RUN", "1")
     monkeypatch.setenv("VAELAB_COMPUTE", "gpu")

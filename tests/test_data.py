@@ -17,7 +17,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from vaelab import data
+from vaelab import data, standins
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 TORCHVISION_FOLDER = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
@@ -419,7 +419,7 @@ def test_a_server_that_never_answers_does_not_hang_a_download(tmp_path, monkeypa
 
 
 def test_standins_load_through_the_real_loaders(tmp_path, monkeypatch):
-    written = data.write_standins(tmp_path, images=6)
+    written = standins.write_standins(tmp_path, images=6)
     assert set(written) == {"mnist", "cifar10", "celeba", "inception"}
     mnist = data.load("mnist", "test", root=tmp_path, download=False)
     assert mnist.images.shape == (6, 1, 28, 28) and mnist.labels.max() <= 9

@@ -4,7 +4,7 @@ No GPU is needed to run every line of a chapter's GPU path: the dry run keeps th
 sizes and networks, and caps the steps, images, samples, sample sets, training seeds, importance samples and
 mixture components (vaelab.train.DRY_RUN_LIMITS), so that every shape, branch, data loader, glued name and sentence of the GPU path
 runs. The data that cannot be downloaded here (MNIST, CIFAR-10, CelebA, the FID network's weights) are stand-ins
-in each one's own on-disk format (vaelab.data.write_standins, random Inception weights); Fashion-MNIST is the real
+in each one's own on-disk format (vaelab.standins.write_standins, random Inception weights); Fashion-MNIST is the real
 one. Nothing a dry run computes
 means anything: the test checks that it runs, and records each chapter's time and the kernel's peak memory.
 
@@ -23,7 +23,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from vaelab import data
+from vaelab import data, standins
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
@@ -40,7 +40,7 @@ def dry_run_environment(tmp_path_factory):
     """A data folder with the stand-ins (and the offline classifier of Fashion-MNIST, when one is cached already),
     and the environment of a dry run in the gpu budget, which the chapters' kernels inherit."""
     root = tmp_path_factory.mktemp("dry-run-data")
-    data.write_standins(root, images=STANDIN_IMAGES)
+    standins.write_standins(root, images=STANDIN_IMAGES)
     for kept in ("classifiers", "estimates"):  # what chapter 3 would train and chapter.end count again: the same
         cached = data.data_root() / kept  # files, keyed by their data and settings, or by vaelab's code
         if cached.is_dir():
