@@ -20,7 +20,7 @@ from .. import data
 from ..runtime import pick_device
 from ..train import dry_run_cap
 from .classifier import classifier_features
-from .frechet import FeatureExtractor, feature_statistics, frechet_distance_between
+from .frechet import FeatureExtractor, frechet_distance_between, reference_statistics
 from .inception import InceptionFeatures
 from .latents import decode, encode, fit_latent_gmm, latent_statistics, paper_gmm_components
 from .likelihood import bits_per_dim, log_likelihood_bounds
@@ -65,7 +65,8 @@ def evaluate(model: nn.Module, dataset: str, *, pad_to_32: bool = False, samples
     model.eval().to(pick_device())
     test = data.load(dataset, "test", pad_to_32=pad_to_32, limit=min(samples, 10_000)).images
     extractor, implementation = feature_extractor(features, dataset, weights)
-    reference = feature_statistics(extractor, test)
+    # the test images' statistics, kept on disk: every model measured on this data set shares them
+    reference = reference_statistics(extractor, dataset, "test", len(test), pad_to_32=pad_to_32)
     torch.manual_seed(seed)
     images = {"prior": generate(model, samples, progress=progress)}
     result = {"distance": implementation, "samples": samples,
