@@ -201,7 +201,7 @@ def test_formatting():
 
 
 def test_a_dry_run_trains_gpu_recipes_at_full_size_on_standins(tmp_path, monkeypatch):
-    from vaelab import standins
+    import standins
     from vaelab.metrics import log_likelihood_bounds
     from vaelab.train import DRY_RUN_LIMITS
 

@@ -17,7 +17,8 @@ import torch
 import torchvision
 from PIL import Image
 
-from vaelab import data, standins
+import standins
+from vaelab import data
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 TORCHVISION_FOLDER = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}

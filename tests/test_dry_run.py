@@ -4,7 +4,7 @@ No GPU is needed to run every line of a chapter's GPU path: the dry run keeps th
 sizes and networks, and caps the steps, images, samples, sample sets, training seeds, importance samples and
 mixture components (vaelab.train.DRY_RUN_LIMITS), so that every shape, branch, data loader, glued name and sentence of the GPU path
 runs. The data that cannot be downloaded here (MNIST, CIFAR-10, CelebA, the FID network's weights) are stand-ins
-in each one's own on-disk format (vaelab.standins.write_standins, random Inception weights); Fashion-MNIST is the real
+in each one's own on-disk format (tests/standins.py, random Inception weights); Fashion-MNIST is the real
 one. Nothing a dry run computes
 means anything: the test checks that it runs, and records each chapter's time and the kernel's peak memory.
 
@@ -23,7 +23,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from vaelab import data, standins
+import standins
+from vaelab import data
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))

@@ -1,6 +1,8 @@
 """Small random stand-ins of the data sets a GPU chapter downloads, each written in that data set's own on-disk
 format, so that the tests and a dry run (VAELAB_DRY_RUN=1) go offline through the same loading code as real data
-(vaelab.data). Nothing computed from a stand-in means anything.
+(vaelab.data). Nothing computed from a stand-in means anything. From the command line, for a dry run by hand:
+
+    python tests/standins.py ROOT    # then VAELAB_DATA=ROOT TORCH_HOME=ROOT/torch VAELAB_DRY_RUN=1 ...
 """
 import io
 import os
@@ -13,7 +15,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from .data import CELEBA_SIZE, CELEBA_ZIP, CIFAR10_BATCHES, CIFAR10_FOLDER, fid_weights_path
+from vaelab.data import CELEBA_SIZE, CELEBA_ZIP, CIFAR10_BATCHES, CIFAR10_FOLDER, fid_weights_path
 
 
 def write_standins(root: str | os.PathLike, *, images: int = 64, seed: int = 0,
