@@ -56,7 +56,7 @@ def test_ship_writes_the_run_trained_longer_with_its_provenance(tmp_path, tiny, 
     assert own.trained_now and not tiny.train().trained_now  # the second call finds the finished run
     shown = shipped.prefer({"tiny": own}, directory=tmp_path / "shipped")
     [run] = shown.runs["tiny"]
-    assert shown.shipped and run.model is not own.model and not run.trained_now and run.shipped["epochs"] == 3
+    assert shown.shipped and run.model is not own.model and not run.trained_now and run.payload["epochs"] == 3
     assert len(run.history.epochs["loss"]) == 3 and shown.reason.startswith("the shipped checkpoint")
     os.environ["VAELAB_SHIPPED"] = "off"
     try:
@@ -130,10 +130,10 @@ def test_runs_compared_together_are_swapped_only_together_and_at_every_seed_aske
 
     # seeds 0 and 1 asked, seed 1 not shipped: seed 0 alone; then both, once seed 1 is shipped
     shown = shipped.prefer({"a": own}, seeds=(0, 1), directory=out)
-    assert shown.shipped and shown.seeds == 1
+    assert shown.shipped and shown.n_seeds == 1
     shipped.ship(tiny.seeded(1), 2, out, experiment_name="tiny")
     shown = shipped.prefer({"a": own}, seeds=(0, 1), directory=out)
-    assert shown.shipped and shown.seeds == 2 and [run.shipped["seed"] for run in shown.runs["a"]] == [0, 1]
+    assert shown.shipped and shown.n_seeds == 2 and [run.payload["seed"] for run in shown.runs["a"]] == [0, 1]
 
 
 def test_the_shipped_command_lists_every_file_as_current(capsys):
@@ -190,6 +190,6 @@ def test_an_adversarial_run_ships_per_seed_with_its_discriminator_checked_every_
     [run] = shipped.prefer({"d": replace(page, experiment=seeded)}, directory=tmp_path / "shipped").runs["d"]
     for name, value in run.objective.adversary.state_dict().items():
         torch.testing.assert_close(value, payload["adversary"][name])
-    assert run.shipped["held_out"] == payload["held_out"] and not run.objective.adversary.training
+    assert run.payload["held_out"] == payload["held_out"] and not run.objective.adversary.training
     assert shipped.prefer({"d": page}, seeds=(0, 1), directory=tmp_path / "shipped").runs["d"] == [page]
-    assert shipped.prefer({"d": page}, seeds=(1, 0), directory=tmp_path / "shipped").seeds == 1  # seed 1 alone
+    assert shipped.prefer({"d": page}, seeds=(1, 0), directory=tmp_path / "shipped").n_seeds == 1  # seed 1 alone

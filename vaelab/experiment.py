@@ -64,7 +64,7 @@ class Trained:
     history: History
     objective: object  # in the state the run left it: the Split-VAE's gamma, a PatchGAN's weights
     trained_now: bool  # False: loaded, with nothing left to train
-    shipped: dict | None = None  # the shipped checkpoint's payload when this is a shipped run, else None
+    payload: dict | None = None  # loaded from a shipped checkpoint: its payload (provenance, held-out accuracies)
 
     @property
     def steps(self) -> int:

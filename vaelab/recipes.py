@@ -1,7 +1,7 @@
 """Recipes: the data, network, loss weight and training budget of one experiment, for each compute mode.
 
-Each maker returns a `vaelab.experiment.Recipe`, or an `Experiment` (a recipe with its model class and objective)
-where the model is not the VAE trained with the Split-VAE loss. `RECIPES` names every experiment the chapters and
+Each maker returns a `vaelab.experiment.Recipe` (data, network config, loss weight, budget), or a whole
+`Experiment` (a recipe with its model class and objective) where it fixes those too. `RECIPES` names every experiment the chapters and
 the command line run (`python -m vaelab train <name>`): the papers' configurations and the book's runs in each
 budget. There are three budgets (vaelab.runtime.compute_mode):
 

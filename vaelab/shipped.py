@@ -254,7 +254,7 @@ def _as_trained(experiment: Experiment, shipped: Shipped) -> Trained:
     if getattr(objective, "adversary", None) is not None:
         objective.adversary.load_state_dict(shipped.payload["adversary"])
         objective.adversary.to(next(shipped.model.parameters()).device).eval()
-    return Trained(experiment, shipped.model, shipped.history, objective, trained_now=False, shipped=shipped.payload)
+    return Trained(experiment, shipped.model, shipped.history, objective, trained_now=False, payload=shipped.payload)
 
 
 @dataclass
@@ -266,10 +266,10 @@ class Shown:
 
     @property
     def shipped(self) -> bool:
-        return all(run.shipped is not None for runs in self.runs.values() for run in runs)
+        return all(run.payload is not None for runs in self.runs.values() for run in runs)
 
     @property
-    def seeds(self) -> int:
+    def n_seeds(self) -> int:
         return len(next(iter(self.runs.values())))
 
     def first(self) -> dict[str, Trained]:
@@ -282,6 +282,8 @@ def prefer(runs: dict[str, Trained], seeds: tuple[int, ...] | None = None, direc
     every run has a current one at each and all are of one length (a comparison at unequal budgets would say
     nothing), else at the first seed alone, else the page's own runs, one seed each. $VAELAB_SHIPPED=off always keeps
     the page's runs."""
+    if not runs:
+        raise ValueError("prefer needs at least one run")
     own = {name: [run] for name, run in runs.items()}
     steps = sorted({run.steps for run in runs.values()})
     mine = f"this page's run{'s' if len(runs) > 1 else ''} ({', '.join(f'{n:,}' for n in steps)} steps)"
@@ -317,7 +319,7 @@ def prefer(runs: dict[str, Trained], seeds: tuple[int, ...] | None = None, direc
         else:
             plural = "s" if len(runs) * len(wanted) > 1 else ""
             return Shown(shown, f"the shipped checkpoint{plural} ({len(wanted)} seed{'s' if len(wanted) > 1 else ''}): "
-                                f"{describe(shown[next(iter(runs))][0].shipped)}")
+                                f"{describe(shown[next(iter(runs))][0].payload)}")
     return Shown(own, f"{mine}: {reason}")
 
 

@@ -75,9 +75,9 @@ def log_likelihood_bounds(model: nn.Module, images: Tensor, log_likelihood: LogL
 def _log_weights(model, x: Tensor, mu: Tensor, logvar: Tensor, log_likelihood: LogLikelihood, k: int) -> Tensor:
     """log p(x|z_k) + log p(z_k) - log q(z_k|x) for k fresh samples per image: shape (k, B)."""
     z = mu + torch.randn(k, *mu.shape, device=mu.device) * torch.exp(0.5 * logvar)  # (k, B, L)
-    x_hat = model.decode(z.flatten(0, 1))
-    log_px_z = log_likelihood(x.expand(k, *x.shape).flatten(0, 1), x_hat).view(k, -1)
-    return log_px_z + model.prior.log_prob(z) - Encoder.log_prob(z, mu, logvar)
+    z, mu, logvar = z.flatten(0, 1), mu.repeat(k, 1), logvar.repeat(k, 1)  # (k B, L): one code per row, k-major
+    log_px_z = log_likelihood(x.repeat(k, 1, 1, 1), model.decode(z))
+    return (log_px_z + model.prior.log_prob(z) - Encoder.log_prob(z, mu, logvar)).view(k, -1)
 
 
 def bits_per_dim(log_px: Tensor, dims: int, levels: int | None = None) -> float:
