@@ -130,7 +130,7 @@ def test_runs_compared_together_are_swapped_only_together_and_at_every_seed_aske
 
     # seeds 0 and 1 asked, seed 1 not shipped: seed 0 alone; then both, once seed 1 is shipped
     shown = shipped.prefer({"a": own}, seeds=(0, 1), directory=out)
-    assert shown.shipped and shown.n_seeds == 1
+    assert shown.shipped and shown.n_seeds == 1 and shown.reason.startswith("the longer-trained run of a from seed 1")
     shipped.ship(tiny.seeded(1), 2, out, experiment_name="tiny")
     shown = shipped.prefer({"a": own}, seeds=(0, 1), directory=out)
     assert shown.shipped and shown.n_seeds == 2 and [run.payload["seed"] for run in shown.runs["a"]] == [0, 1]

@@ -307,20 +307,29 @@ def prefer(runs: dict[str, Trained], seeds: tuple[int, ...] | None = None, direc
         return _as_trained(experiment, found)
 
     seeds = (None,) if seeds is None else tuple(seeds)  # None: each run's own seed
+    why_not = []  # why the attempts before failed
     for wanted in dict.fromkeys((seeds, seeds[:1])):  # every seed, else the first
-        shown = {name: [find(name, seed) for seed in wanted] for name in runs}
-        missing = [(name, seed) for name in runs for seed, run in zip(wanted, shown[name]) if run is None]
-        if missing:
-            name, seed = missing[0]
-            which = name if seed is None else f"{name} from seed {seed}"
-            reason = f"the longer-trained run of {which} {problems[name, seed]}"
-        elif len({run.steps for found in shown.values() for run in found}) > 1:
+        shown, reason = {}, None
+        for name in runs:
+            shown[name] = []
+            for seed in wanted:
+                run = find(name, seed)
+                if run is None:
+                    which = name if seed is None else f"{name} from seed {seed}"
+                    reason = f"the longer-trained run of {which} {problems[name, seed]}"
+                    break
+                shown[name].append(run)
+            if reason:
+                break
+        if reason is None and len({run.steps for found in shown.values() for run in found}) > 1:
             reason = "the shipped runs differ in length, and are compared only at equal budgets"
-        else:
+        if reason is None:
             plural = "s" if len(runs) * len(wanted) > 1 else ""
-            return Shown(shown, f"the shipped checkpoint{plural} ({len(wanted)} seed{'s' if len(wanted) > 1 else ''}): "
-                                f"{describe(shown[next(iter(runs))][0].payload)}")
-    return Shown(own, f"{mine}: {reason}")
+            count = f"{len(wanted)} seed{'s' if len(wanted) > 1 else ''}"
+            first = describe(shown[next(iter(runs))][0].payload)
+            return Shown(shown, "; ".join(why_not + [f"the shipped checkpoint{plural} ({count}): {first}"]))
+        why_not.append(reason)
+    return Shown(own, f"{mine}: {why_not[-1]}")
 
 
 def inventory(directory: Path = SHIPPED) -> list[dict]:
