@@ -85,6 +85,12 @@ def test_a_stale_checkpoint_is_refused_naming_what_changed(tmp_path, tiny, capsy
     assert "vaelab.vae has changed" in capsys.readouterr().err
 
 
+def test_an_experiment_is_given_a_function_that_makes_its_objective(tiny):
+    from vaelab.losses import BalancedGaussianELBO
+    with pytest.raises(ValueError, match="function of the recipe"):
+        replace(tiny, objective=BalancedGaussianELBO(beta=1.0))
+
+
 def test_ship_must_train_longer_than_the_recipe(tmp_path, tiny, capsys):
     assert main(["ship", "tiny", "--epochs", "1", "--out", str(tmp_path)]) == 2
     assert "must train longer than the recipe's 1 epochs" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from pathlib import Path
 from torch import nn
 
 from . import data
-from .losses import BalancedGaussianELBO, GammaBalance
+from .losses import BalancedGaussianELBO, GammaBalance, Objective
 from .runtime import seed_everything
 from .train import DRY_RUN_LIMITS, EXECUTION_ONLY, History, TrainConfig, dry_run, fit
 from .vae import VAE
@@ -79,6 +79,11 @@ class Experiment:
     model_class: type[nn.Module] = VAE
     objective: Callable[[Recipe], object] = split_vae_objective  # a fresh objective for a recipe
     tag: str = ""  # told apart in the run's file name: runs of one recipe with different objectives
+
+    def __post_init__(self):
+        if isinstance(self.objective, Objective) or not callable(self.objective):
+            raise ValueError(f"objective is a function of the recipe that makes a fresh objective for each run, "
+                             f"e.g. lambda recipe: HowToTrainLoss(...); got {self.objective!r}")
 
     def make_objective(self):
         """A fresh objective: what this run minimises."""
