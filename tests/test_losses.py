@@ -73,6 +73,8 @@ def test_a_negative_kl_weight_is_refused(objective):
 
 
 @pytest.mark.parametrize("objective", [BalancedGaussianELBO, BernoulliELBO])
-def test_8_bit_images_are_refused_by_the_objectives(objective, tiny_config):
+def test_8_bit_and_nan_images_are_refused_by_the_objectives(objective, tiny_config):
     with pytest.raises(ValueError, match="divide by 255"):
         objective()(VAE(tiny_config), torch.rand(4, 1, 8, 8) * 255)
+    with pytest.raises(ValueError, match="NaN"):
+        objective()(VAE(tiny_config), torch.full((4, 1, 8, 8), float("nan")))

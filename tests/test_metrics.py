@@ -224,6 +224,8 @@ def test_reference_statistics_are_cached_under_a_key_of_everything_they_depend_o
         metrics.feature_statistics(extractor, data.load("mnist", "test", limit=1).images)
     with pytest.raises(ValueError, match="divide by 255"):
         metrics.feature_statistics(extractor, data.load("mnist", "test", limit=8).images * 255)
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.feature_statistics(extractor, data.load("mnist", "test", limit=8).images * float("nan"))
 
 
 def test_fewer_samples_than_feature_dimensions_warn(bars_dataset):

@@ -103,6 +103,7 @@ def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(tiny_
     (torch.rand(100, 8, 8), "N x C x H x W"),
     (torch.rand(100, 1, 8, 8) * 2, r"\[0,1\]"),
     (torch.rand(100, 1, 8, 8) * 255, "divide by 255"),
+    (torch.rand(100, 1, 8, 8).index_fill_(0, torch.tensor([7]), float("nan")), "NaN"),
     (torch.randint(0, 2, (100, 1, 8, 8)), "float32"),
     (torch.rand(100, 1, 8, 8, dtype=torch.float64), r"float64 but torch.float32"),
     (torch.rand(100, 1, 8, 8).numpy(), "torch.from_numpy"),

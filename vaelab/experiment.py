@@ -97,10 +97,10 @@ class Experiment:
         """The same experiment trained from another seed (initial weights, data order, noise, a PatchGAN's weights)."""
         return self.with_train(seed=seed)
 
-    def fields(self) -> dict[str, str]:
+    def fields(self, objective=None) -> dict[str, str]:
         """What defines the run, field by field: everything but the epoch count and how the steps run (so that
-        asking for more epochs continues the same run)."""
-        objective = self.make_objective()
+        asking for more epochs continues the same run). `objective`: the run's own, where one is already made."""
+        objective = self.make_objective() if objective is None else objective
         fields = {"model_class": self.model_class.__name__, "tag": self.tag, "objective": type(objective).__name__,
                   **{f"objective.{k}": v for k, v in sorted(objective.settings().items())}}
         for name, value in asdict(self.recipe).items():
@@ -108,13 +108,13 @@ class Experiment:
         return {name: repr(value) for name, value in fields.items()
                 if not (name.startswith("train.") and name.removeprefix("train.") in EXECUTION_ONLY)}
 
-    def digest(self) -> str:
+    def digest(self, objective=None) -> str:
         """Eight hex digits of the run's fields: its checkpoint's name in the runs folder."""
-        return hashlib.sha1(repr(sorted(self.fields().items())).encode()).hexdigest()[:8]
+        return hashlib.sha1(repr(sorted(self.fields(objective).items())).encode()).hexdigest()[:8]
 
-    def checkpoint(self, runs: Path | None = None) -> Path:
+    def checkpoint(self, runs: Path | None = None, objective=None) -> Path:
         """The run's checkpoint in `runs` (default runs_dir()); it exists once the run has trained an epoch."""
-        name = f"{self.recipe.name}_{self.model_class.__name__}{self.tag}_{self.digest()}.pt"
+        name = f"{self.recipe.name}_{self.model_class.__name__}{self.tag}_{self.digest(objective)}.pt"
         return Path(runs or runs_dir()) / name
 
     def train(self, runs: Path | None = None, **train_overrides) -> Trained:
@@ -128,6 +128,6 @@ class Experiment:
         metadata = {"recipe": recipe.name, "dataset": recipe.dataset, "pad_to_32": recipe.pad_to_32,
                     "model_class": self.model_class.__name__, "vaelab_version": importlib.metadata.version("vaelab")}
         history = fit(model, objective, recipe.load_data("train").images,
-                      replace(recipe.train, checkpoint=str(self.checkpoint(runs))), metadata)
+                      replace(recipe.train, checkpoint=str(self.checkpoint(runs, objective))), metadata)
         return Trained(self, model, history, objective, trained_now=len(history.epochs["loss"]) > history.resumed)
 

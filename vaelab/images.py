@@ -29,7 +29,9 @@ def check_unit_range(images: Tensor, name: str = "images") -> None:
     if images.numel() == 0:
         return
     low, high = torch.aminmax(images.detach())
-    if low < 0 or high > 1:
+    if not (low >= 0 and high <= 1):  # written so that NaN, which compares False with everything, fails too
+        if images.isnan().any():
+            raise ValueError(f"{name} hold NaN values: images must lie in [0,1]")
         raise ValueError(f"{name} must lie in [0,1], found values in [{float(low):.3g}, {float(high):.3g}]"
                          + (" (8-bit images? divide by 255)" if high > 1.5 else ""))
 

@@ -151,33 +151,24 @@ def ship(experiment: Experiment, epochs: int, directory: Path = SHIPPED, experim
     if epochs <= recipe.train.epochs:
         raise ValueError(f"a shipped checkpoint must train longer than the recipe's {recipe.train.epochs} epochs; "
                          f"got --epochs {epochs}")
-    objective = experiment.make_objective()
-    fields = experiment.fields()
     provenance = {"code": code_digests(experiment.model_class), "git_commit": _git_commit(),  # before training:
                   "vaelab_version": importlib.metadata.version("vaelab")}  # the code that trains, not later edits
     runs = runs_dir() / "shipping"
     start = time.perf_counter()
     # A discriminator is checked after every epoch on test images it never trained on (an arm whose adversary sits
     # at chance adds nothing); the run is resumed epoch by epoch, which is the same run (vaelab.fit).
-    with_adversary = getattr(objective, "adversary", None) is not None
+    with_adversary = getattr(experiment.make_objective(), "adversary", None) is not None
     held_out = {"steps": [], "adversary_accuracy": []}
     test_images = recipe.load_data("test", limit=HELD_OUT_IMAGES).images if with_adversary else None
     for epoch in range(1, epochs + 1) if with_adversary else (epochs,):
         run = experiment.train(runs, epochs=epoch, progress=False)
-        model, history = run.model, run.history
         if with_adversary:
-            probe = experiment.make_objective().adversary
-            probe.load_state_dict(load_checkpoint(experiment.checkpoint(runs))["adversary"])
-            probe.to(next(model.parameters()).device)
-            held_out["steps"].append(len(history["loss"]))
-            held_out["adversary_accuracy"].append(metrics.adversary_accuracy(probe, model, test_images))
+            held_out["steps"].append(run.steps)
+            held_out["adversary_accuracy"].append(metrics.adversary_accuracy(run.objective.adversary, run.model,
+                                                                             test_images))
     seconds = time.perf_counter() - start
-    run = load_checkpoint(experiment.checkpoint(runs))
-    objective.load_state_dict(run["objective"])  # e.g. the balance's gamma as training left it
+    model, history, objective = run.model, run.history, run.objective  # the objective as training left it
     adversary = getattr(objective, "adversary", None)
-    if adversary is not None:
-        adversary.load_state_dict(run["adversary"])
-        adversary.to(next(model.parameters()).device)
     parameters = dict(model.named_parameters())
     half = {k: v.cpu().half() if k in parameters else v.cpu() for k, v in model.state_dict().items()}
     rounded = copy.deepcopy(model)
@@ -187,11 +178,12 @@ def ship(experiment: Experiment, epochs: int, directory: Path = SHIPPED, experim
         raise ValueError(f"half-precision weights move the loss on a test batch from {loss_full:.6g} to "
                          f"{loss_half:.6g}, more than {HALF_PRECISION_TOLERANCE:.0e} relative; not shipped")
     payload = {
-        "format": SHIPPED_FORMAT, "experiment": experiment_name, "seed": recipe.train.seed, "run": fields, "run_digest": experiment.digest(),
+        "format": SHIPPED_FORMAT, "experiment": experiment_name, "seed": recipe.train.seed,
+        "run": experiment.fields(objective), "run_digest": experiment.digest(objective),
         **provenance, "model_class": experiment.model_class.__name__, "model": half,
-        "objective": run["objective"], "adversary": run.get("adversary"),
-        "epochs": run["epoch"], "steps": len(history["loss"]),
-        "recipe_steps": len(history["loss"]) // run["epoch"] * recipe.train.epochs,
+        "objective": objective.state_dict(),
+        "adversary": None if adversary is None else {k: v.cpu() for k, v in adversary.state_dict().items()},
+        "epochs": epochs, "steps": run.steps, "recipe_steps": run.steps // epochs * recipe.train.epochs,
         "history": {part: {k: torch.tensor(v, dtype=torch.float32) for k, v in values.items()}
                     for part, values in history.state_dict().items()},
         "trained_on": machine(), "seconds_this_call": seconds,
