@@ -2,7 +2,11 @@
 refused when stale (a changed recipe, changed model code) with a message naming the change, and the ones vaelab
 ships are current and compute what their training run computed."""
 import os
+import re
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -145,6 +149,15 @@ def test_runs_compared_together_are_swapped_only_together_and_at_every_seed_aske
 def test_the_shipped_command_lists_every_file_as_current(capsys):
     assert main(["shipped"]) == 0
     assert capsys.readouterr().out.count("| current |") == len(list(shipped.SHIPPED.glob("*.pt")))
+
+
+def test_the_books_opening_figure_is_drawn_from_the_shipped_checkpoints(tmp_path):
+    script = Path(__file__).parents[1] / "book" / "_static" / "intro_figure.py"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "intro.png")], capture_output=True, text=True,
+                          env={**os.environ, "MPLBACKEND": "Agg"})
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"the VAE's \d+ epochs.* the Split-VAE's \d+ epochs", done.stdout), done.stdout
+    assert (tmp_path / "intro.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.filterwarnings("ignore:inception-fid")  # 16 samples, on purpose: the test is about the plumbing

@@ -5,16 +5,19 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import sys
 import threading
 import urllib.parse
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import yaml
 
 import cdn_cache
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "book" / "_ext"))
+from colab_notebooks import toc_documents  # noqa: E402 - the book's own reader of _toc.yml
 CHROMIUM = os.environ.get("VAELAB_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -28,23 +31,9 @@ def book_root(config) -> Path:
 
 
 def toc_pages(root: Path = ROOT) -> list[str]:
-    """Every document of the table of contents, without its suffix, in reading order."""
-    data = yaml.safe_load((root / "_toc.yml").read_text())
-    pages = [data["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                pages.append(entry["file"])
-            walk(entry.get("sections"))
-            walk(entry.get("chapters"))
-            for part in entry.get("parts", []):
-                walk(part.get("chapters"))
-
-    walk(data.get("chapters"))
-    for part in data.get("parts", []):
-        walk(part.get("chapters"))
-    return [str(Path(p).with_suffix("")) for p in pages]
+    """Every document of the table of contents, without its suffix, in reading order (read as the Colab converter
+    reads it)."""
+    return [str(path.relative_to(root).with_suffix("")) for path in toc_documents(root)]
 
 
 def _site_dir(config) -> Path | None:
@@ -125,11 +114,19 @@ def pages(pytestconfig) -> list[str]:
     return toc_pages(book_root(pytestconfig))
 
 
+@dataclass
+class Requests:
+    """What a browser context asked for beyond 127.0.0.1: the URLs refused, and the CDN URLs answered from a local
+    npm copy (URL -> the name@version that answered)."""
+    refused: list[str] = field(default_factory=list)
+    local_copies: dict[str, str] = field(default_factory=dict)
+
+
 def new_context(browser, server: str, width: int, height: int = 900):
     """A browser context of the given window size whose requests stay on 127.0.0.1: the CDN scripts answered from
-    the local npm copies (cdn_cache), anything else refused. Returns the context and the list of refused URLs."""
+    the local npm copies (cdn_cache), anything else refused. Returns the context and its `Requests`."""
     base_host = urllib.parse.urlsplit(server).netloc
-    refused: list[str] = []
+    requests = Requests()
     context = browser.new_context(viewport={"width": width, "height": height}, service_workers="block")
 
     def route(r):
@@ -138,9 +135,11 @@ def new_context(browser, server: str, width: int, height: int = 900):
             return r.continue_()
         local = cdn_cache.local_file(url)
         if local is None:
-            refused.append(url)
+            requests.refused.append(url)
             return r.abort("blockedbyclient")
+        spec = cdn_cache.CDN_URL.match(url)["spec"]
+        requests.local_copies[url] = cdn_cache.resolved(spec) or spec
         r.fulfill(path=str(local), headers={"Access-Control-Allow-Origin": "*"})
 
     context.route("**/*", route)
-    return context, refused
+    return context, requests

@@ -33,7 +33,7 @@ def measured(browser, server, screenshots, pytestconfig):
 
     def measure(page: str, width: int) -> dict:
         if (page, width) not in done:
-            context, refused = new_context(browser, server, width)
+            context, requests = new_context(browser, server, width)
             try:
                 tab = context.new_page()
                 tab.goto(urllib.parse.urljoin(server, page + ".html"), wait_until="load", timeout=90_000)
@@ -46,7 +46,7 @@ def measured(browser, server, screenshots, pytestconfig):
                     tab.screenshot(path=str(screenshots / f"{page.replace('/', '__')}@{width}.png"), full_page=True)
             finally:
                 context.close()
-            result["refused"] = refused
+            result["refused"] = requests.refused
             done[(page, width)] = result
         return done[(page, width)]
 

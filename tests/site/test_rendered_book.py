@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 import cdn_cache
+from served import new_context
 
 SUMMARY = pytest.StashKey[list]()  # lines for the terminal summary (conftest.py)
 WIDGET_VIEW = 'script[type="application/vnd.jupyter.widget-view+json"]'
@@ -334,7 +335,6 @@ def _exercise_widgets(page, visit: Visit) -> None:
 def visit(browser, server, site, screenshots, pytestconfig):
     """visit(page) opens the page once per session and returns what it found (cached)."""
     done: dict[str, Visit] = {}
-    base_host = urllib.parse.urlsplit(server).netloc
 
     def open_page(name: str) -> Visit:
         if name in done:
@@ -343,21 +343,8 @@ def visit(browser, server, site, screenshots, pytestconfig):
         v = Visit(name, url)
         done[name] = v
         start = time.monotonic()
-        context = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
-
-        def route(r):
-            request_url = r.request.url
-            if urllib.parse.urlsplit(request_url).netloc == base_host:
-                return r.continue_()
-            local = cdn_cache.local_file(request_url)
-            if local is None:
-                v.outside_requests.append(request_url)
-                return r.abort("blockedbyclient")
-            spec = cdn_cache.CDN_URL.match(request_url)["spec"]
-            v.local_copies[request_url] = cdn_cache.resolved(spec) or spec
-            r.fulfill(path=str(local), headers={"Access-Control-Allow-Origin": "*"})
-
-        context.route("**/*", route)
+        context, requests = new_context(browser, server, 1280)
+        v.outside_requests, v.local_copies = requests.refused, requests.local_copies
         page = context.new_page()
 
         def on_console(msg):
