@@ -6,9 +6,6 @@
     python -m vaelab ship book-vae-quick --epochs 20  # the book's run trained longer, shipped with vaelab
     python -m vaelab shipped                          # the shipped checkpoints, and whether each is current
     torchrun --nproc_per_node=4 -m vaelab train splitvae-celeba --precision bf16 --channels-last
-
-`evaluate` writes <out>/metrics.json, naming the distance's implementation, the sample count and the reference
-split, and sample grids beside it.
 """
 import argparse
 import json
@@ -43,13 +40,14 @@ def load_shipped_model(path: Path) -> tuple[nn.Module, dict] | None:
     except CheckpointError:
         return None
     if payload["experiment"] not in recipes.RECIPES:
-        raise CheckpointError(f"{path} was shipped from the recipe {payload['experiment']!r}, which vaelab no longer has")
+        raise CheckpointError(f"{path} was shipped from the recipe {payload['experiment']!r}, "
+                              "which vaelab no longer has")
     experiment = recipes.RECIPES[payload["experiment"]]().seeded(payload.get("seed", 0))
     recipe = experiment.recipe
     loaded = shipped.load(experiment, experiment.model_class(recipe.model), Path(path).parent)
-    if loaded is None or shipped.shipped_path(recipe, experiment.model_class, experiment.tag).name != Path(path).name:
-        raise CheckpointError(f"{path} is a shipped checkpoint under another name than vaelab gives it "
-                              f"({shipped.shipped_path(recipe, experiment.model_class, experiment.tag).name})")
+    name = shipped.shipped_path(recipe, experiment.model_class, experiment.tag).name
+    if loaded is None or name != Path(path).name:
+        raise CheckpointError(f"{path} is a shipped checkpoint under another name than vaelab gives it ({name})")
     meta = {"recipe": recipe.name, "dataset": recipe.dataset, "pad_to_32": recipe.pad_to_32,
             "vaelab_version": payload["vaelab_version"]}
     return loaded.model, {**payload, "metadata": meta, "epoch": payload["epochs"]}
@@ -132,8 +130,7 @@ def chapter_table() -> str:
         rows.append([str(chapter), str(len(work.trains)), budget.format_flops(cost.training),
                      budget.format_flops(cost.evaluation), f"{cost.minutes('T4'):.1f} min",
                      *(f"{cost.minutes(gpu):.1f} min" for gpu in budget.GPU_CLASSES[1:])])
-    header = ["chapter (gpu budget)", "runs", "training", "evaluation", "T4",
-              *budget.GPU_CLASSES[1:]]
+    header = ["chapter (gpu budget)", "runs", "training", "evaluation", "T4", *budget.GPU_CLASSES[1:]]
     return budget.table(rows, header, right=set(range(1, len(header))))
 
 

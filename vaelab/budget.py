@@ -5,15 +5,11 @@
     cost.minutes("T4")                  # at the fastest precision a T4 has (fp16 with a gradient scaler)
     budget.chapter_cost(recipes.CHAPTER_WORK["gpu"][4]).minutes("T4")
 
-The operations are counted, not derived by hand: torch.utils.flop_counter.FlopCounterMode records the matrix
-products and convolutions (forward and backward) that a computation dispatches. They are counted on a real batch of
-PROBE_BATCH images at the recipe's image size and network size and scaled to the recipe's batch: every counted
-operation is linear in the batch (tests check it against a count at twice the batch), and a real batch runs every
-branch of the objective as training does, on any machine, in about a second.
-
-What the counter leaves out (element-wise operations, normalisations, the optimiser's update, data movement) costs
-time too; the sustained throughputs below are therefore rates of *counted* operations, not of all arithmetic, and
-lie well under the cards' peaks.
+torch.utils.flop_counter.FlopCounterMode counts the matrix products and convolutions (forward and backward) of a
+real batch of PROBE_BATCH images, scaled to the recipe's batch: every counted operation is linear in the batch
+(tests check it), and a real batch runs every branch of the objective, on any machine, in about a second. What the
+counter leaves out (element-wise operations, normalisations, the optimiser, data movement) costs time too, so the
+sustained throughputs below are rates of *counted* operations, well under the cards' peaks.
 """
 import functools
 import hashlib
@@ -44,10 +40,8 @@ PEAK_TFLOPS = {
 # The assumption every estimate rests on: the sustained rate of counted operations, in TFLOP/s, that the book's
 # networks reach. They are small convolutional networks (32x32 to 64x64 images, 16 to 512 channels, batches of 32 to
 # 100), so a step is bounded as much by memory traffic and kernel launches as by arithmetic: we assume a quarter of
-# the fp32 peak (a third on the T4, whose fp32 units are its bottleneck anyway), and a small fraction of the tensor
-# cores' peak with autocast (6% on the T4, 10-12% on the others), which puts mixed precision at 2 to 4 times fp32.
-# A T4 also slows under its 70 W power cap in long runs; its rates include that. Not yet checked on a card: the
-# README records measured times beside these estimates once a GPU has run the training benchmark.
+# the fp32 peak (a third on the T4), and 6% (T4) to 10-12% of the tensor cores' peak with autocast, which puts mixed
+# precision at 2 to 4 times fp32; the T4's include the slowdown under its 70 W power cap. Not yet checked on a card.
 SUSTAINED_TFLOPS = {
     "T4": {"fp32": 2.5, "fp16": 4.0},
     "L4": {"fp32": 6.0, "bf16": 14.0},
@@ -59,8 +53,7 @@ GPU_CLASSES = tuple(SUSTAINED_TFLOPS)
 
 def fastest_precision(gpu: str) -> str:
     """The fastest precision the card trains in: bf16 where it has it, else fp16 (with a gradient scaler)."""
-    rates = _rates(gpu)
-    return "bf16" if "bf16" in rates else "fp16"
+    return "bf16" if "bf16" in _rates(gpu) else "fp16"
 
 
 def sustained_flops(gpu: str, precision: str = "fastest") -> float:
@@ -106,8 +99,7 @@ class Cost:
         return self.training + self.evaluation
 
     def seconds(self, gpu: str, precision: str = "fastest") -> float:
-        """Estimated seconds on the GPU class: training at `precision` (default the card's fastest), evaluation
-        at fp32."""
+        """Estimated seconds on the GPU class: training at `precision`, evaluation at fp32."""
         return self.training / sustained_flops(gpu, precision) + self.evaluation / sustained_flops(gpu, "fp32")
 
     def minutes(self, gpu: str, precision: str = "fastest") -> float:
@@ -125,9 +117,9 @@ def training_step_flops(model: nn.Module, objective, image_shape: tuple[int, int
     the backward passes fit takes (the model's loss into the model's weights; an adversary's loss into its own)."""
     x = probe_images(image_shape[0], image_shape[1])
     adversary = getattr(objective, "adversary", None)
-    model.train()
-    if adversary is not None:
-        adversary.train()
+    networks = [model] if adversary is None else [model, adversary]
+    for network in networks:
+        network.train()
 
     def step():
         terms = objective(model, x)
@@ -136,9 +128,8 @@ def training_step_flops(model: nn.Module, objective, image_shape: tuple[int, int
             terms["adversary_loss"].backward(inputs=list(adversary.parameters()))
 
     flops = count_flops(step)
-    model.zero_grad(set_to_none=True)
-    if adversary is not None:
-        adversary.zero_grad(set_to_none=True)
+    for network in networks:
+        network.zero_grad(set_to_none=True)
     return flops * batch_size // PROBE_BATCH
 
 
@@ -255,9 +246,7 @@ def parameter_count(experiment) -> int:
 
 def evaluation_cost(experiment, *, samples: int = 0, features: str | None = None, feature_images: int = 0,
                     likelihood_images: int = 0, importance_samples: int = 0, encoded_images: int = 0) -> Cost:
-    """The FLOPs of evaluating an experiment's model: `samples` images drawn (decoded), the Fréchet features of
-    `feature_images` images (generated and reference together), `importance_samples` importance samples on
-    each of `likelihood_images` test images, and the codes of `encoded_images` images."""
+    """The FLOPs of evaluating an experiment's model; the arguments are those of vaelab.recipes.Evaluation."""
     recipe = experiment.recipe
     shape = image_shape(recipe.model)
     torch.manual_seed(0)
@@ -274,11 +263,8 @@ def evaluation_cost(experiment, *, samples: int = 0, features: str | None = None
 
 def chapter_cost(work, keep_in: str | os.PathLike | None = None) -> Cost:
     """Training and evaluation FLOPs of one chapter's work (vaelab.recipes.ChapterWork), every run trained from
-    scratch: a fresh Colab session has none of them.
-
-    keep_in: a folder where the count is kept and found again (counting takes seconds to tens of seconds on a CPU),
-    under a digest of the work, its recipes, torch's version and every vaelab source file: any change to them
-    counts again."""
+    scratch. keep_in: a folder where the count is kept (it takes seconds to tens of seconds on a CPU) under a digest
+    of the work, its recipes, torch's version and every vaelab source file: any change to them counts again."""
     from .recipes import experiment
 
     names = sorted({*work.trains, *(evaluation.experiment for evaluation in work.evaluations)})
@@ -298,11 +284,8 @@ def chapter_cost(work, keep_in: str | os.PathLike | None = None) -> Cost:
     for name in work.trains:
         cost += experiment_cost(experiment(name))
     for evaluation in work.evaluations:
-        cost += evaluation_cost(experiment(evaluation.experiment), samples=evaluation.samples,
-                                features=evaluation.features, feature_images=evaluation.feature_images,
-                                likelihood_images=evaluation.likelihood_images,
-                                importance_samples=evaluation.importance_samples,
-                                encoded_images=evaluation.encoded_images)
+        sizes = {k: v for k, v in vars(evaluation).items() if k != "experiment"}
+        cost += evaluation_cost(experiment(evaluation.experiment), **sizes)
     if kept is not None:
         try:
             kept.parent.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,7 @@
     chapter = vaelab.chapter.begin(chapter=2)  # the compute mode, the seed, the figure style, and a clock
     ...
     glue("test_mse", mse)              # a number the prose quotes, rendered by Jupyter Book
-    chapter.end()                      # glues this run's time and machine, and the chapter's estimated time in
-                                       # the gpu budget, for the page's header
+    chapter.end()                      # glues the run's time and machine and the gpu estimate, for the header
 
 `glue` records every value in `glued`, and also hands it to myst-nb when Jupyter Book's tooling is installed (the
 book build): a student who runs a chapter on Colab after `pip install vaelab` needs no book tooling. There, the
@@ -102,8 +101,7 @@ class Chapter:
     started: float = field(default_factory=time.perf_counter)
 
     def end(self) -> None:
-        """Glue the run time of the chapter, the machine it ran on and the chapter's estimated time in the gpu
-        budget on a Colab T4 (the page header quotes all three)."""
+        """Glue the chapter's run time, machine, mode and estimated time in the gpu budget (for the page header)."""
         seconds = time.perf_counter() - self.started
         glue("chapter_run_time", f"{seconds / 60:.1f} minutes" if seconds >= 90 else f"{seconds:.0f} seconds")
         glue("chapter_machine", machine())
@@ -112,9 +110,8 @@ class Chapter:
 
 
 def gpu_estimate(chapter: int | None) -> str:
-    """How long the chapter takes in the gpu budget on a Colab T4, in words: vaelab.budget's estimate of its work
-    (vaelab.recipes.CHAPTER_WORK["gpu"]: every run it trains, from scratch, and its evaluation), whose FLOPs are
-    counted and divided by the T4's assumed sustained rate. `python -m vaelab recipes` prints the same."""
+    """How long the chapter takes in the gpu budget on a Colab T4, in words: vaelab.budget's estimate of its
+    vaelab.recipes.CHAPTER_WORK["gpu"], which `python -m vaelab recipes` prints too."""
     if chapter is None:
         return "not estimated here (vaelab.chapter.begin was not given the chapter's number)"
     from . import budget, data, recipes  # here, not at the top: the count builds the chapter's networks

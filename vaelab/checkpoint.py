@@ -72,10 +72,8 @@ def restore(model: nn.Module, path: str | Path) -> dict:
     """Load a checkpoint's weights into `model` after checking it was saved from the same architecture."""
     payload = load_checkpoint(path)
     if payload["model_class"] != type(model).__name__ or payload["model_config"] != model_config(model):
-        raise CheckpointError(
-            f"{path} holds a {payload['model_class']} with config {payload['model_config']}, "
-            f"not this {type(model).__name__} with config {model_config(model)}"
-        )
+        raise CheckpointError(f"{path} holds a {payload['model_class']} with config {payload['model_config']}, "
+                              f"not this {type(model).__name__} with config {model_config(model)}")
     model.load_state_dict(payload["model"])
     return payload
 
@@ -106,9 +104,8 @@ def check_same_run(path: Path, saved: dict, current: dict) -> None:
 
 @contextmanager
 def exclusive(path: Path | None):
-    """Hold `<checkpoint>.lock` while training, so that a second process training the same run is refused
-    instead of silently overwriting (or later continuing) the first one's checkpoints. The operating system
-    releases the lock when the process ends, however it ends."""
+    """Hold `<checkpoint>.lock` while training, so that a second process training the same run is refused instead
+    of overwriting (or later continuing) the first one's checkpoints; the OS drops the lock however the process ends."""
     if path is None or fcntl is None:
         yield
         return

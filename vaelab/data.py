@@ -4,11 +4,9 @@
     train = data.load("fashion-mnist")            # ImageSet(images N x 1 x 28 x 28, labels N)
     test = data.load("cifar10", "test", limit=1000)
 
-Every loader reads the dataset's own on-disk format, so a small file written in
-that format (as the tests do) goes through exactly the same code as the real data.
-Data lives under `data_root()`; see there for how that folder is chosen.
+Every loader reads the dataset's own on-disk format, so a small file written in that format (as the tests do) goes
+through exactly the same code as the real data. Data lives under `data_root()`.
 """
-
 import gzip
 import hashlib
 import os
@@ -41,15 +39,13 @@ SYSTEM_DIRS = {
 }
 
 # The four files of an MNIST-style dataset, as torchvision expects them in <root>/<Class>/raw/.
-IDX_FILES = (
-    "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"
-)
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 
-# CelebA: aligned 178x218 faces, cropped to the central 128x128 (rows 45..172, columns 25..152),
-# then shrunk to 64x64, the usual preprocessing for 64x64 face VAEs.
+# CelebA: aligned 178x218 faces, cropped to the central 128x128 (rows 45..172, columns 25..152), then shrunk to 64x64,
+# the usual preprocessing for 64x64 face VAEs.
 CELEBA_SIZE = (218, 178)  # height, width of an aligned image
 CELEBA_CROP = (slice(45, 173), slice(25, 153))
 CELEBA_PARTITIONS = {"train": 0, "valid": 1, "test": 2}
@@ -126,12 +122,8 @@ def network_timeout(seconds: float | None = None):
 
 
 def data_root() -> Path:
-    """Folder that holds the datasets, the cached statistics and the training runs.
-
-    $VAELAB_DATA if set; else the data/ folder of the source checkout vaelab was imported from (so notebooks
-    anywhere in the repository share one copy); else, for an installed vaelab (pip, Colab), the platform's user
-    cache folder (~/.cache/vaelab on Linux), so that every folder a kernel starts in shares one copy too.
-    """
+    """Folder of the datasets, cached statistics and training runs: $VAELAB_DATA if set; else the data/ folder of the
+    checkout vaelab was imported from; else (pip, Colab) the user cache folder, so that notebooks share one copy."""
     if os.environ.get("VAELAB_DATA"):
         return Path(os.environ["VAELAB_DATA"]).expanduser()
     checkout = Path(__file__).resolve().parents[1]
@@ -140,22 +132,14 @@ def data_root() -> Path:
     return Path(platformdirs.user_cache_dir("vaelab"))
 
 
-def load(
-    name: str,
-    split: str = "train",
-    *,
-    root: str | os.PathLike | None = None,
-    pad_to_32: bool = False,
-    limit: int | None = None,
-    download: bool = True,
-) -> ImageSet:
+def load(name: str, split: str = "train", *, root: str | os.PathLike | None = None, pad_to_32: bool = False,
+         limit: int | None = None, download: bool = True) -> ImageSet:
     """Load one split of a dataset as float32 images in [0, 1] with their labels.
 
-    name: one of DATASETS. split: "train" or "test" ("valid" too for celeba).
-    root: data folder, default data_root(). limit: keep only the first `limit` images.
-    pad_to_32: zero-pad 28x28 images to 32x32 (image at [2:30, 2:30]) so that
-    architectures built for 32x32 inputs can be reused. download: allow fetching
-    the dataset from the internet when it is not found locally.
+    name: one of DATASETS. split: "train" or "test" ("valid" too for celeba). root: data folder, default
+    data_root(). limit: keep only the first `limit` images. pad_to_32: zero-pad 28x28 images to 32x32 (image at
+    [2:30, 2:30]) so that architectures built for 32x32 inputs can be reused. download: allow fetching the dataset
+    from the internet when it is not found locally.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
@@ -200,15 +184,8 @@ def _load_idx(name: str, split: str, root: Path, download: bool) -> tuple[Tensor
             if all((system_dir / f"{file}.gz").is_file() for file in IDX_FILES):
                 _gunzip_idx_files(system_dir, raw)
                 break
-    download_error = None
-    if not _has_idx_files(raw) and download:
-        try:
-            with network_timeout():
-                dataset_class(root, download=True)
-        except Exception as error:  # any failure here just means "not available"; it is reported below
-            download_error = error
-    if not _has_idx_files(raw):
-        raise _not_found(name, split, root, looked_in, download, download_error)
+    _ensure(name, split, root, looked_in, lambda: _has_idx_files(raw), lambda: dataset_class(root, download=True),
+            download)
 
     prefix = "train" if split == "train" else "t10k"
     files = f"{raw / prefix}-images-idx3-ubyte and {raw / prefix}-labels-idx1-ubyte"
@@ -246,22 +223,12 @@ def _gunzip_idx_files(source_dir: Path, raw: Path) -> None:
 
 
 def _load_cifar10(split: str, root: Path, download: bool) -> tuple[Tensor, Tensor]:
-    """The official python pickle batches in root/cifar-10-batches-py/.
-
-    Read by our own code because torchvision's CIFAR10 insists on the md5 sums of the
-    real files; torchvision is used only to download and extract them.
-    """
+    """The official python pickle batches in root/cifar-10-batches-py/, read by our own code because torchvision's
+    CIFAR10 insists on the md5 sums of the real files; torchvision only downloads and extracts them."""
     folder = root / CIFAR10_FOLDER
     paths = [folder / batch for batch in CIFAR10_BATCHES["train"] + CIFAR10_BATCHES["test"]]
-    download_error = None
-    if not all(path.is_file() for path in paths) and download:
-        try:
-            with network_timeout():
-                torchvision.datasets.CIFAR10(root, download=True)
-        except Exception as error:  # any failure here just means "not available"; it is reported below
-            download_error = error
-    if not all(path.is_file() for path in paths):
-        raise _not_found("cifar10", split, root, [f"{folder} (official python batches)"], download, download_error)
+    _ensure("cifar10", split, root, [f"{folder} (official python batches)"], lambda: all(p.is_file() for p in paths),
+            lambda: torchvision.datasets.CIFAR10(root, download=True), download)
 
     batches = [_read_cifar10_batch(folder / batch) for batch in CIFAR10_BATCHES[split]]
     return torch.cat([images for images, _ in batches]), torch.cat([labels for _, labels in batches])
@@ -299,27 +266,17 @@ def _read_cifar10_batch(path: Path) -> tuple[Tensor, Tensor]:
 
 
 def _load_celeba(split: str, root: Path, download: bool, limit: int | None) -> tuple[Tensor, Tensor]:
-    """Aligned CelebA faces cropped and resized to 64x64, in sorted file-name order.
-
-    Decoding ~160k JPEGs takes minutes, so each processed split is cached as
-    root/celeba/celeba64_<split>.pt. The cache remembers which files it was built
-    from; if the folder changes, it is rebuilt. (Delete it if you edit images in place.)
-    """
+    """Aligned CelebA faces cropped and resized to 64x64, in sorted file-name order. Decoding ~160k JPEGs takes
+    minutes, so each split is cached as root/celeba/celeba64_<split>.pt, rebuilt when the files it was built from
+    change (delete it if you edit images in place)."""
     folder = root / "celeba"
     images_dir, partition_file = folder / "img_align_celeba", folder / "list_eval_partition.txt"
     attributes_file = folder / "list_attr_celeba.txt"
     if not images_dir.is_dir() and (folder / CELEBA_ZIP).is_file():
         _unzip_celeba(folder / CELEBA_ZIP, images_dir, root)
-    download_error = None
-    if not (images_dir.is_dir() and partition_file.is_file()) and download:
-        try:
-            with network_timeout():
-                torchvision.datasets.CelebA(root, split="all", download=True)
-        except Exception as error:  # any failure here just means "not available"; it is reported below
-            download_error = error
-    if not (images_dir.is_dir() and partition_file.is_file()):
-        looked_in = [f"{images_dir} (aligned JPEGs)", f"{partition_file} (official split)"]
-        raise _not_found("celeba", split, root, looked_in, download, download_error)
+    _ensure("celeba", split, root, [f"{images_dir} (aligned JPEGs)", f"{partition_file} (official split)"],
+            lambda: images_dir.is_dir() and partition_file.is_file(),
+            lambda: torchvision.datasets.CelebA(root, split="all", download=True), download)
 
     # The split's images that are actually on disk, so a partial download still works.
     on_disk = set(os.listdir(images_dir))
@@ -344,10 +301,8 @@ def _load_celeba(split: str, root: Path, download: bool, limit: int | None) -> t
     images = torch.zeros(len(names), 3, 64, 64, dtype=torch.uint8)  # filled in place: no second copy
     for i, name in enumerate(names):
         images[i] = _read_celeba64(images_dir / name)
-    if attributes_file.is_file():
-        labels = _read_attributes(attributes_file, names)
-    else:
-        labels = torch.zeros(len(names), 0, dtype=torch.int64)
+    labels = (_read_attributes(attributes_file, names) if attributes_file.is_file()
+              else torch.zeros(len(names), 0, dtype=torch.int64))
     if cache_file is not None:
         partial = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.partial")
         torch.save({"key": cache_key, "images": images, "labels": labels}, partial)
@@ -415,10 +370,7 @@ def _read_celeba64(path: Path) -> Tensor:
 
 
 def _load_digits(split: str) -> tuple[Tensor, Tensor]:
-    """scikit-learn's 1797 8x8 digits (values 0..16); ships with sklearn, so always offline.
-
-    Split deterministically: the first 1437 (80%) are train, the last 360 test.
-    """
+    """scikit-learn's 1797 8x8 digits (values 0..16), always offline: the first 1437 (80%) are train, the rest test."""
     from sklearn.datasets import load_digits  # imported here: sklearn is slow to import
 
     digits = load_digits()
@@ -428,20 +380,26 @@ def _load_digits(split: str) -> tuple[Tensor, Tensor]:
     return images[part], labels[part]
 
 
-# ---------------------------------------------------------------- errors
+# ---------------------------------------------------------------- finding or downloading
 
 
-def _not_found(name, split, root, looked_in, download, download_error) -> DatasetNotFoundError:
-    """An error that says where we looked and how to get the data."""
+def _ensure(name, split, root, looked_in, present, fetch, download) -> None:
+    """Call `fetch` (a torchvision download) when `present()` is False and `download` allows; if the data is still
+    missing, raise an error that says where we looked and how to get it."""
+    download_error = None
+    if not present() and download:
+        try:
+            with network_timeout():
+                fetch()
+        except Exception as error:  # any failure here just means "not available"; it is reported below
+            download_error = error
+    if present():
+        return
     if not download:
         tried = "not tried (download=False)"
-    elif download_error is not None:
-        tried = f"failed: {download_error!r}"
     else:
-        tried = "finished, but the files are still missing"
-    lines = [f"{name} ({split} split) not found. Looked in:"]
-    lines += [f"  {place}" for place in looked_in]
-    lines += [f"Download {tried}.", "To get it:"]
-    lines += [f"  {hint.format(root=root)}" for hint in HOW_TO_GET[name]]
-    lines += [f"Or set the environment variable VAELAB_DATA to a data folder that has it (now using {root})."]
-    return DatasetNotFoundError("\n".join(lines))
+        tried = f"failed: {download_error!r}" if download_error else "finished, but the files are still missing"
+    lines = [f"{name} ({split} split) not found. Looked in:", *(f"  {place}" for place in looked_in),
+             f"Download {tried}.", "To get it:", *(f"  {hint.format(root=root)}" for hint in HOW_TO_GET[name]),
+             f"Or set the environment variable VAELAB_DATA to a data folder that has it (now using {root})."]
+    raise DatasetNotFoundError("\n".join(lines))

@@ -69,6 +69,15 @@ def _words(seeds: int, sets: int, paired: str, set_noun: str = "sample set") -> 
     return f"{seed_words} x {set_words}" + (f", paired by {paired}" if paired else "")
 
 
+def _standard_error(a: np.ndarray, b: np.ndarray, paired: bool) -> tuple[float, float]:
+    """(SE, df) of mean(a) - mean(b) for paired values, or by Welch-Satterthwaite for independent ones."""
+    if paired:
+        return float(np.std(a - b, ddof=1) / np.sqrt(len(a))), len(a) - 1
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if va + vb > 0 else np.inf
+    return float(np.sqrt(va + vb)), df
+
+
 def compare(a, b, *, lower_is_better: bool = True, paired: bool | None = None,
             about_training: bool = True, set_noun: str = "sample set") -> Comparison:
     """Arm A against arm B by the book's rule (module docstring). `a`, `b`: (seeds, sample sets) or (seeds,).
@@ -84,28 +93,14 @@ def compare(a, b, *, lower_is_better: bool = True, paired: bool | None = None,
         raise ValueError(f"paired arms need the same shape, got {a.shape} and {b.shape}")
     seeds, sets = min(len(a), len(b)), min(a.shape[1], b.shape[1])
     difference = float(a.mean() - b.mean()) if a.shape[1] == b.shape[1] else float(a.mean(1).mean() - b.mean(1).mean())
-
     if seeds >= 2:  # the seed means carry both noises
-        a_s, b_s = a.mean(1), b.mean(1)
-        if paired:
-            se, df, how = float(np.std(a_s - b_s, ddof=1) / np.sqrt(seeds)), seeds - 1, "seed"
-        else:
-            va, vb = np.var(a_s, ddof=1) / len(a_s), np.var(b_s, ddof=1) / len(b_s)
-            se = float(np.sqrt(va + vb))
-            df = (va + vb) ** 2 / (va**2 / (len(a_s) - 1) + vb**2 / (len(b_s) - 1)) if va + vb > 0 else np.inf
-            how = ""
+        (se, df), how = _standard_error(a.mean(1), b.mean(1), paired), "seed" if paired else ""
     else:  # one seed: only the sample sets' noise can be estimated
         if sets < 2 and about_training:  # nothing to estimate, and one seed decides no training outcome anyway
             return Comparison(difference, math.nan, math.nan, CANNOT_TELL, seeds, sets, _words(seeds, sets, ""))
         if sets < 2:
             raise ValueError("one seed and one sample set: no noise can be estimated; measure more sample sets")
-        if paired:
-            se, df, how = float(np.std(a[0] - b[0], ddof=1) / np.sqrt(sets)), sets - 1, set_noun
-        else:
-            va, vb = np.var(a[0], ddof=1) / a.shape[1], np.var(b[0], ddof=1) / b.shape[1]
-            se = float(np.sqrt(va + vb))
-            df = (va + vb) ** 2 / (va**2 / (a.shape[1] - 1) + vb**2 / (b.shape[1] - 1)) if va + vb > 0 else np.inf
-            how = ""
+        (se, df), how = _standard_error(a[0], b[0], paired), set_noun if paired else ""
     bar = float(stats.t.ppf(0.975, df))
     if seeds < 2 and about_training:
         verdict = CANNOT_TELL  # the seed spread is unknown, and a training outcome varies with the seed

@@ -6,11 +6,9 @@ A coding exercise gives the student a function to complete and one line to run:
         ...                                   # the student's code; the stub raises NotImplementedError
     check("ex-elbo-kl-full", kl_to_standard_normal)
 
-`check` calls the student's function on fixed inputs and prints each result beside the expected value, or says
-that the exercise is not done yet. The expected values are computed here *independently*: by another library
-(torch.distributions, scipy, scikit-learn), by autograd, or by a slower direct method, never by the exercise's
-solution, so a solution is only accepted when it agrees with an independent computation. The book's tests run
-every hidden solution through the same checks.
+`check` calls the student's function on fixed inputs and prints each result beside the expected value. The
+expected values are computed *independently* (by another library, by autograd, or by a slower direct method),
+never by the exercise's solution; the book's tests run every hidden solution through the same checks.
 """
 from collections.abc import Callable
 
@@ -246,9 +244,7 @@ EXERCISES: dict[str, Callable[[], list]] = {
 
 
 def _as_array(value) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        return value.detach().double().cpu().numpy()
-    return np.asarray(value, dtype=np.float64)
+    return value.detach().double().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value, np.float64)
 
 
 def _agrees(value, expected, rtol: float, atol: float) -> bool:

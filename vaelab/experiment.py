@@ -1,12 +1,8 @@
-"""One handle for a run. An `Experiment` is a `Recipe` (the data, the network's config, the training budget), the
-model class it builds and the objective it minimises; `experiment.train()` trains it, or loads it when that run
-has already finished, and returns a `Trained`: the model, its history, the objective as the run left it, and
-whether it trained now.
-
-Several chapters look at the same trained model; they share it by running the same experiment (by its name in
-`vaelab.recipes.RECIPES`). The run's checkpoint lives in the runs folder under a name carrying a digest of what
-defines the run (`Experiment.fields`): everything but its epoch count and how its steps run, so that asking for
-more epochs continues the same run and a changed recipe never loads a stale one.
+"""One handle for a run: an `Experiment` is a `Recipe` (data, network config, training budget), the model class it
+builds and the objective it minimises; `train()` trains it, or loads it when that run has finished, and returns a
+`Trained`. Chapters share a trained model by running the same experiment (by its name in `vaelab.recipes.RECIPES`):
+its checkpoint's name carries a digest of `Experiment.fields` (everything but the epoch count and how the steps
+run), so asking for more epochs continues the run and a changed recipe never loads a stale one.
 """
 import hashlib
 import importlib.metadata

@@ -116,9 +116,8 @@ class BalancedGaussianELBO(Objective):
 
     def terms(self, model, x: Tensor) -> dict[str, Tensor]:
         out = model(x)
-        sse, kl = squared_error(x, out.x_hat), gaussian_kl(out.mu, out.logvar)
+        sse, kl = squared_error(x, out.x_hat), gaussian_kl(out.mu, out.logvar).mean()
         rec = sse.mean() / (2 * self.balance.gamma)
-        kl = kl.mean()
         return {"loss": rec + self.beta * kl, "rec": rec, "kl": kl,
                 "mse": sse.mean().detach() / x[0].numel(), "gamma": self.balance.gamma}
 

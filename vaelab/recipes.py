@@ -1,9 +1,8 @@
 """Recipes: the data, network, loss weight and training budget of one experiment, for each compute mode.
 
-Each maker returns a `vaelab.experiment.Recipe` (data, network config, loss weight, budget), or a whole
-`Experiment` (a recipe with its model class and objective) where it fixes those too. `RECIPES` names every experiment the chapters and
-the command line run (`python -m vaelab train <name>`): the papers' configurations and the book's runs in each
-budget. There are three budgets (vaelab.runtime.compute_mode):
+Each maker returns a `vaelab.experiment.Recipe`, or a whole `Experiment` where it fixes the model class and objective
+too. `RECIPES` names every experiment the chapters and the command line run (`python -m vaelab train <name>`): the
+papers' configurations and the book's runs in each of three budgets (vaelab.runtime.compute_mode):
 
 - quick: two CPU cores, each chapter within 3 minutes (what CI runs and what the shipped checkpoints are of);
 - gpu: the default on a GPU; each chapter's runs and evaluation sized so that the chapter takes at most 15 minutes
@@ -11,9 +10,9 @@ budget. There are three budgets (vaelab.runtime.compute_mode):
   sets and image sizes, with larger networks and ten times quick's steps or more;
 - paper: the papers' own runs, hours to days, from the command line only (`python -m vaelab train book-vae-paper`).
 
-Each chapter's gpu budget (CHAPTER_WORK["gpu"]: every run trained from scratch, as in a fresh Colab session, and
-its evaluation), estimated by vaelab.budget at the T4's fp16 rate for training and its fp32 rate for evaluation
-(`python -m vaelab recipes` prints it, with each recipe's estimate per GPU class):
+Each chapter's gpu budget (CHAPTER_WORK["gpu"]: every run trained from scratch, and its evaluation), estimated by
+vaelab.budget at the T4's fp16 rate for training and fp32 for evaluation (`python -m vaelab recipes` prints it;
+tests/test_budget.py checks this table against it):
 
     chapter  runs trained                                    training     evaluation   T4 estimate
     2        book-vae-gpu                                    0.90 PFLOP   0.00 PFLOP    3.8 min
@@ -22,8 +21,6 @@ its evaluation), estimated by vaelab.budget at the T4's fp16 rate for training a
     5        book-selfvae-{vae,2level,3level,sketch}-gpu     1.52 PFLOP   0.29 PFLOP    8.3 min
     6        book-howto-{4 variants}-gpu, 3 seeds each       1.39 PFLOP   0.99 PFLOP   12.4 min
     7        book-selfvae-{vae,2level,3level}-gpu            0.95 PFLOP   1.17 PFLOP   11.7 min
-
-(The table is checked against vaelab.budget by tests/test_budget.py.)
 """
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -69,9 +66,8 @@ BOOK_VAE_EPOCHS = {"gpu": 5, "paper": 250}
 def split_vae_paper(dataset: str, model_class: type[nn.Module] = SplitVAE) -> Experiment:
     """The Split-VAE paper's run on MNIST, CIFAR-10 or CelebA (its Sec. 4): its network, beta and epochs,
     Adam 1e-3, batches of 100, the whole training split."""
-    preset = {"mnist": "mnist", "cifar10": "cifar10", "celeba": "celeba"}[dataset]
     prefix = "splitvae" if model_class is SplitVAE else "vae"
-    recipe = Recipe(f"{prefix}_{dataset}", dataset, PRESETS[preset], PAPER_BETA[preset],
+    recipe = Recipe(f"{prefix}_{dataset}", dataset, PRESETS[dataset], PAPER_BETA[dataset],
                     TrainConfig(epochs=PAPER_EPOCHS[dataset], batch_size=100, lr=1e-3), pad_to_32=dataset == "mnist")
     return Experiment(recipe, model_class)
 
@@ -79,8 +75,7 @@ def split_vae_paper(dataset: str, model_class: type[nn.Module] = SplitVAE) -> Ex
 PAPER_EPOCHS = {"mnist": 250, "cifar10": 110, "celeba": 160}  # the Split-VAE paper's epochs
 
 
-# The self-supervised VAE's optimiser (srVAE's code): AdaMax, lr 2e-3, eps 1e-7, the rate multiplied by 0.999999 after
-# every step down to 1e-4, batches of 32.
+# The self-supervised VAE's optimiser (srVAE's code): AdaMax, its rate multiplied by 0.999999 a step down to 1e-4.
 SELF_SUPERVISED_TRAIN = dict(batch_size=32, lr=2e-3, optimizer="adamax", betas=(0.9, 0.999), eps=1e-7,
                              lr_decay=0.999999, min_lr=1e-4)
 SELF_SUPERVISED_VARIANTS = ("vae", "2level", "3level", "sketch")
@@ -131,23 +126,20 @@ def rivera_vae(mode: str | None = None, **train_overrides) -> Recipe:
     at 1e-3, so that the chapter's four runs train in 70 to 90 s on two CPU cores (measured). gpu: CelebA 64x64
     with the Split-VAE crop, the `celeba64` preset at half its width (32 filters; 0.79M parameters, 2.3 GFLOP
     per image and step on average over the variants), 50,000 images seen once in batches of 64 (781 steps) at
-    1e-3: 1.39 PFLOP for the chapter's four variants times three seeds, 5.8 minutes on a T4. paper: the `celeba64` preset (64 filters),
-    the whole training split for 10 epochs at the original's 1e-4 (the original: CelebA-HQ 256x256, 300-400
-    epochs). `beta` is the KL weight, 1 in both of the original's losses.
+    1e-3: 1.39 PFLOP for the chapter's four variants times three seeds, 5.8 minutes on a T4. paper: the
+    `celeba64` preset (64 filters), the whole training split for 10 epochs at the original's 1e-4 (the original:
+    CelebA-HQ 256x256, 300-400 epochs). `beta` is the KL weight, 1 in both of the original's losses.
     """
-    mode = recipe_mode(mode)
+    mode, adam = recipe_mode(mode), dict(betas=(0.5, 0.999), eps=1e-7)
     if mode == "quick":
         recipe = Recipe("how_to_train_quick", "fashion-mnist", how_to_train.PRESETS["quick"], 1.0,
-                        TrainConfig(epochs=1, batch_size=25, lr=1e-3, betas=(0.5, 0.999), eps=1e-7),
-                        train_limit=5_000, pad_to_32=True)
+                        TrainConfig(epochs=1, batch_size=25, lr=1e-3, **adam), train_limit=5_000, pad_to_32=True)
     elif mode == "gpu":
         recipe = Recipe("how_to_train_gpu", "celeba", replace(how_to_train.PRESETS["celeba64"], filters=32), 1.0,
-                        TrainConfig(epochs=1, batch_size=64, lr=1e-3, betas=(0.5, 0.999), eps=1e-7, precision="auto"),
-                        train_limit=50_000)
+                        TrainConfig(epochs=1, batch_size=64, lr=1e-3, precision="auto", **adam), train_limit=50_000)
     else:
         recipe = Recipe("how_to_train_paper", "celeba", how_to_train.PRESETS["celeba64"], 1.0,
-                        TrainConfig(epochs=10, batch_size=64, lr=1e-4, betas=(0.5, 0.999), eps=1e-7,
-                                    precision="auto"))
+                        TrainConfig(epochs=10, batch_size=64, lr=1e-4, precision="auto", **adam))
     return replace(recipe, train=replace(recipe.train, **train_overrides))
 
 
@@ -161,12 +153,9 @@ HOW_TO_TRAIN_VARIANTS: dict[str, Callable[[Recipe], object]] = {
                                               adversary_betas=recipe.train.betas),
 }
 
-def _book(make: Callable[[str], Experiment]) -> dict[str, Callable[[], Experiment]]:
-    return {budget: (lambda budget=budget: make(budget)) for budget in BUDGETS}
-
 
 def _named(prefix: str, make: Callable[[str], Experiment]) -> dict[str, Callable[[], Experiment]]:
-    return {f"{prefix}-{budget}": build for budget, build in _book(make).items()}
+    return {f"{prefix}-{budget}": (lambda budget=budget: make(budget)) for budget in BUDGETS}
 
 
 RECIPES: dict[str, Callable[[], Experiment]] = {
@@ -208,9 +197,8 @@ class Evaluation:
 @dataclass(frozen=True)
 class ChapterWork:
     """What a chapter computes in a budget: the runs it trains (each from scratch), its measurements, and the sizes
-    its cells read (`sizes`: samples per set, sample sets, importance samples ...), from which the measurements are
-    counted. The gpu budget's entries are what the chapters' GPU paths compute: vaelab.budget turns them into FLOPs
-    and an estimated time per GPU class, and each chapter's GPU path takes its sizes from here."""
+    its cells read (`sizes`), from which the measurements are counted. vaelab.budget turns the gpu budget's into
+    FLOPs and an estimated time per GPU class; each chapter's GPU path takes its sizes from here."""
 
     trains: tuple[str, ...]
     evaluations: tuple[Evaluation, ...] = ()
@@ -238,11 +226,9 @@ HOW_TO_TRAIN_GPU_SEEDS = 3
 GPU_SIZES: dict[int, dict] = {
     # test images encoded and decoded for the reconstructions, traversals and latent statistics
     2: dict(images=2_000),
-    # images per Fréchet distance, sample sets per distance (classifier features; the FID on the first set), the
-    # importance-weighted bounds' test images and K
+    # images per Fréchet distance, sample sets (classifier features; the FID on the first), the bounds' images and K
     3: dict(samples=10_000, sample_sets=5, likelihood_images=500, importance_samples=(1, 8, 64, 512)),
-    # images per Fréchet distance, sample sets; the runs with four times the latent variables: their training images
-    # and epochs
+    # images per Fréchet distance, sample sets; the training images and epochs of the runs with 4 L latents
     4: dict(samples=2_500, sample_sets=2, small_images=10_000, small_epochs=5),
     # the likelihood bounds' test images and importance samples
     5: dict(likelihood_images=500, importance_samples=32),
@@ -362,11 +348,8 @@ def _chapter_7(sizes: dict) -> ChapterWork:
 
 
 CHAPTER_WORK: dict[str, dict[int, ChapterWork]] = {"gpu": {
-    2: _chapter_2(GPU_SIZES[2]),
-    3: _chapter_3(GPU_SIZES[3]),
-    4: _chapter_4(GPU_SIZES[4]),
-    5: _chapter_5(GPU_SIZES[5]),
-    6: _chapter_6(GPU_SIZES[6]),
+    2: _chapter_2(GPU_SIZES[2]), 3: _chapter_3(GPU_SIZES[3]), 4: _chapter_4(GPU_SIZES[4]),
+    5: _chapter_5(GPU_SIZES[5]), 6: _chapter_6(GPU_SIZES[6]),
     # the results table in a fresh session: chapter 5's three core models trained, each measured by the protocol
     # (chapters 4 and 6's models are measured too when their chapters have trained them in the same session)
     7: _chapter_7(GPU_SIZES[7]),

@@ -30,13 +30,8 @@ def _resolve_alias(mode: str, where: str) -> str:
 
 
 def compute_mode() -> str:
-    """The one compute switch. $VAELAB_COMPUTE = quick | gpu; unset: gpu on a GPU, quick otherwise.
-
-    quick: small data and short runs that finish in minutes on two CPU cores (what CI runs).
-    gpu: the papers' data sets and image sizes, larger networks and far more steps, each chapter sized to finish
-    within 15 minutes on a Colab T4 (vaelab.budget estimates it). "full", its old name, is accepted with a warning.
-    The papers' own runs (the "paper" recipes, hours to days) are trained from the command line, not by a chapter.
-    """
+    """The one compute switch. $VAELAB_COMPUTE = quick | gpu ("full", gpu's old name, with a warning); unset: gpu
+    on a GPU, quick otherwise. vaelab.recipes describes the budgets; "paper" is the command line's only."""
     mode = os.environ.get("VAELAB_COMPUTE", "").strip().lower()
     if not mode:
         return "gpu" if torch.cuda.is_available() else "quick"

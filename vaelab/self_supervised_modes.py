@@ -27,8 +27,7 @@ from torch import Tensor
 from .distributions import normal_log_prob, reparameterize
 from .self_supervised_vae import SelfSupervisedVAE
 
-MODES = ("generation", "conditional_generation", "conditional_reconstruction", "reconstruction_1",
-         "reconstruction_2")
+MODES = ("generation", "conditional_generation", "conditional_reconstruction", "reconstruction_1", "reconstruction_2")
 NEEDS_Y = ("conditional_generation", "conditional_reconstruction")  # not defined for the plain VAE (K = 0)
 LN2 = math.log(2)
 
@@ -124,8 +123,7 @@ def _reconstruction_2(model, x, how):
     images, log_p = model.generate_levels(model.sample_image(model.p_y1_params(u), how), u, how, given_latents=zs)
     # each z_k is coded against p(z_k | y_k, z_{k-1}) with the y_k the receiver has made, not the true one
     bits = bits + sum((q - p for q, p in zip(log_q, log_p)), torch.zeros_like(bits)) / LN2
-    return Transmission("reconstruction_2", images[-1], images, {"u": u, **dict(zip(names(model)[1], zs))},
-                        bits, bits)
+    return Transmission("reconstruction_2", images[-1], images, {"u": u, **dict(zip(names(model)[1], zs))}, bits, bits)
 
 
 RECONSTRUCTIONS = {"conditional_generation": _conditional_generation,

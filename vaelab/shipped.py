@@ -1,25 +1,12 @@
-"""Shipped checkpoints: the book's quick-mode runs, trained far longer than a chapter can afford, installed with
-vaelab so that the rendered book and a Colab student see well-trained models.
-
-A chapter still trains its own quick run (that proves the code trains, and it is what CI checks), then shows the
-same run trained on when vaelab ships it:
+"""Shipped checkpoints: the book's quick-mode runs trained far longer than a chapter can afford, installed with
+vaelab (the README's "Shipped checkpoints" says how they are made and shown).
 
     run = RECIPES["book-vae-quick"]().train()          # this page's run, 300 steps (a vaelab.experiment.Trained)
     shown = shipped.prefer({"vae": run}, seeds=(0, 1, 2))  # the same run at 20 epochs, from three seeds, if shipped
 
-Runs a page compares are swapped all or none, and only when every one has the same length.
-
-A shipped checkpoint is the same run as the page's: the same recipe, network, objective and seed; only the number
-of epochs differs. It records where it came from: the run's fields, vaelab's version and git commit, and a digest
-of the code that computes the model (its module and the vaelab modules that module imports, comments and
-docstrings left out). One whose run or model code differs from the installed vaelab's is stale: `load` refuses it
-and names what changed; `prefer` then shows the page's own run and says why.
-
-    python -m vaelab ship book-vae-quick --epochs 20    # trains on (resuming), writes vaelab/shipped/<run>.pt
-    python -m vaelab shipped                             # what is installed, and whether each is current
-
-Weights are stored in half precision (loaded back as float32) to keep the package small; `ship` refuses to write
-a checkpoint whose loss on a fixed batch moves by more than 1e-3 (relative) through that rounding.
+A shipped checkpoint is the page's run but for its epochs. One whose run fields or model code (`code_digests`)
+differ from the installed vaelab's is stale: `load` refuses it and names what changed. Weights are stored in half
+precision; `ship` refuses a checkpoint whose loss on a test batch moves by more than 1e-3 (relative) through that.
 """
 import ast
 import copy
@@ -59,7 +46,8 @@ def _without_docstrings(tree: ast.AST) -> ast.AST:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
             first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                    and isinstance(first.value.value, str)):
                 node.body = node.body[1:] or [ast.Pass()]
     return tree
 
@@ -74,10 +62,9 @@ def _vaelab_imports(module_name: str, tree: ast.AST) -> set[str]:
                                                   importlib.import_module(module_name).__package__)
             for alias in node.names:
                 imported = getattr(importlib.import_module(package), alias.name, None)
-                if isinstance(imported, types.ModuleType):
-                    found.add(imported.__name__)
-                else:  # the module that defines the name, not a package re-exporting it
-                    found.add(_defining_module(package, alias.name))
+                # a module, or the module that defines the name (not a package re-exporting it)
+                found.add(imported.__name__ if isinstance(imported, types.ModuleType)
+                          else _defining_module(package, alias.name))
     return found
 
 
@@ -101,8 +88,7 @@ def source_digest(source: str) -> str:
 
 
 def code_digests(model_class: type[nn.Module]) -> dict[str, str]:
-    """A digest of each module that computes `model_class`: its own and, transitively, the vaelab modules it imports.
-    Comments, docstrings and formatting do not count (the digest is of the syntax tree)."""
+    """source_digest of `model_class`'s module and, transitively, of each vaelab module it imports."""
     digests, pending = {}, [model_class.__module__]
     while pending:
         name = pending.pop()
@@ -210,7 +196,6 @@ class Shipped:
         self.model, self.payload = model, payload
         self.history = History(**{part: {k: v.tolist() for k, v in values.items()}
                                   for part, values in payload["history"].items()})
-
 
 
 def load(experiment: Experiment, template: nn.Module, directory: Path = SHIPPED) -> Shipped | None:
@@ -343,8 +328,7 @@ def inventory(directory: Path = SHIPPED) -> list[dict]:
             except StaleCheckpointError as error:
                 status = "stale: " + "; ".join(line.strip() for line in str(error).splitlines()[1:-1])
         rows.append({"file": path.name, "recipe": payload["experiment"], "seed": payload.get("seed", 0),
-                     "epochs": payload["epochs"],
-                     "steps": payload["steps"], "recipe_steps": payload["recipe_steps"],
+                     "epochs": payload["epochs"], "steps": payload["steps"], "recipe_steps": payload["recipe_steps"],
                      "minutes": payload["seconds_this_call"] / 60, "trained_on": payload["trained_on"],
                      "commit": payload["git_commit"], "MiB": path.stat().st_size / 2**20, "status": status})
     return rows

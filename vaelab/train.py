@@ -3,9 +3,8 @@
 
     history = fit(model, BalancedGaussianELBO(beta=8), images, TrainConfig(epochs=3, checkpoint="run.pt"))
 
-A checkpoint is written after every epoch. Calling fit again with the same checkpoint continues where it stopped
-and produces the same losses as a run that was never interrupted: the data order of epoch e depends only on
-(seed, e), and the random state of the reparameterisation noise is saved with the weights.
+A checkpoint is written after every epoch; calling fit again with it continues the run with the same losses as a
+run never interrupted: the data order of epoch e depends only on (seed, e), and the random state is saved too.
 
 What the papers need beyond a plain Adam loop is options, not copies of the loop:
 - the optimiser and a per-step learning-rate schedule (TrainConfig.optimizer, lr_decay, min_lr);
@@ -13,11 +12,7 @@ What the papers need beyond a plain Adam loop is options, not copies of the loop
 - an adversary: an objective with an attribute `adversary` (an nn.Module, e.g. a PatchGAN discriminator) returns
   an "adversary_loss" term too; fit gives the adversary its own Adam (objective.adversary_lr, adversary_betas)
   and updates both networks on every batch from the same forward pass, each on its own loss.
-
-And what a GPU needs to be kept busy, also options (TrainConfig.precision, channels_last, compile): the data set
-stays on the GPU when it fits, and a step never waits for the device. Its loss terms stay there too, and the host
-reads them every `sync_every` steps in one transfer, records them and checks them; a non-finite loss is reported
-with its epoch and step as before, and the checkpoint on disk still holds the last good epoch.
+What a GPU needs (precision, channels_last, compile, sync_every) is options too; the README describes them.
 """
 import math
 import os
@@ -185,13 +180,10 @@ def fit(model: nn.Module, objective, images: Tensor, config: TrainConfig = Train
         metadata: dict | None = None) -> History:
     """Minimise objective(model, x) over `images`. Returns the history of every loss term.
 
-    With config.checkpoint set, the run holds a lock on it while it trains (a second process is refused), and an
-    existing checkpoint is resumed only if it was written by the same run (see vaelab.checkpoint). `metadata`
-    (the recipe, the data set, the code version) is stored in every checkpoint for `vaelab evaluate` to read.
-
-    Started by torchrun (torch.distributed initialised), each of the N processes computes the loss of its 1/N of
-    every batch and the gradients are averaged, so that N processes take the steps one process would take on the
-    whole batch (batch statistics, as in batch normalisation, are each process's own); rank 0 writes checkpoints.
+    With config.checkpoint set, the run holds a lock on it while it trains, and an existing checkpoint is resumed
+    only if it was written by the same run (vaelab.checkpoint). `metadata` (the recipe, the data set, the code
+    version) is stored in every checkpoint for `vaelab evaluate`. Under torchrun each process takes its 1/N of every
+    batch and the gradients are averaged (the README's "The command line"); rank 0 writes checkpoints.
     """
     check_images(images, dtype=torch.float32)
     _check_config(config)
@@ -219,10 +211,8 @@ def rank_and_world() -> tuple[int, int]:
 
 
 def _average_gradients(network: nn.Module, world: int) -> None:
-    """All-reduce the gradients as one flat tensor (one collective per step, not one per parameter).
-
-    DistributedDataParallel does this from hooks in the module's forward; vaelab's objectives call several
-    methods of a model and an adversary twice per step, which those hooks do not follow, so fit averages here."""
+    """All-reduce the gradients as one flat tensor. Not DistributedDataParallel: its hooks in forward do not follow
+    objectives that call several methods of a model, and an adversary twice, per step."""
     grads = [p.grad for p in network.parameters() if p.grad is not None]
     flat = torch.cat([g.reshape(-1) for g in grads])
     torch.distributed.all_reduce(flat)
@@ -249,11 +239,13 @@ def _fit(model: nn.Module, objective, images: Tensor, config: TrainConfig, devic
     scaler = scaler_for(config.precision, device)  # one scaler for both networks' losses, as torch.amp documents
     adversary = getattr(objective, "adversary", None)
     networks = {"model": model}
+    parts = {"optimizer": optimizer, "schedule": schedule, "objective": objective}  # what a checkpoint restores
     if adversary is not None:
         adversary.to(device, memory_format=layout)
         networks["adversary"] = adversary
         adversary_optimizer = torch.optim.Adam(adversary.parameters(), lr=objective.adversary_lr,
                                                betas=tuple(objective.adversary_betas))
+        parts |= {"adversary": adversary, "adversary_optimizer": adversary_optimizer}
     history, start_epoch = History(), 0
     seed_everything(config.seed + rank)  # each process its own noise; rank 0 draws what a single process draws
 
@@ -265,12 +257,8 @@ def _fit(model: nn.Module, objective, images: Tensor, config: TrainConfig, devic
     if ckpt is not None and ckpt.exists():
         payload = restore(model, ckpt)
         check_same_run(ckpt, payload["run"], identity)
-        optimizer.load_state_dict(payload["optimizer"])
-        schedule.load_state_dict(payload["schedule"])
-        if adversary is not None:
-            adversary.load_state_dict(payload["adversary"])
-            adversary_optimizer.load_state_dict(payload["adversary_optimizer"])
-        objective.load_state_dict(payload["objective"])
+        for name, part in parts.items():
+            part.load_state_dict(payload[name])
         if "scaler" in payload:
             scaler.load_state_dict(payload["scaler"])
         history = History(**payload["history"])
@@ -291,8 +279,7 @@ def _fit(model: nn.Module, objective, images: Tensor, config: TrainConfig, devic
     if config.compile:
         forward = torch.compile(forward)
     data = _resident(images, device)
-    steps_per_epoch = len(images) // config.batch_size  # the last incomplete batch is dropped, as in the paper
-    steps_per_epoch = dry_run_cap("steps", steps_per_epoch)
+    steps_per_epoch = dry_run_cap("steps", len(images) // config.batch_size)  # the last incomplete batch dropped
     for epoch in range(start_epoch, config.epochs):
         for network in networks.values():
             network.train()
@@ -339,24 +326,18 @@ def _fit(model: nn.Module, objective, images: Tensor, config: TrainConfig, devic
                 raise NonFiniteLossError(f"the {name}'s weights became non-finite in epoch {epoch + 1}; "
                                          f"nothing was saved" + (f", {ckpt} keeps the last good epoch" if ckpt else ""))
         rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []}
+        processes = [rng] * world
         if world > 1:
-            processes = [None] * world
             torch.distributed.all_gather_object(processes, rng)
-        else:
-            processes = [rng]
         if ckpt is not None and rank == 0:
             payload = {
                 "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "run": identity, "metadata": metadata,
-                "model_class": type(model).__name__, "model_config": model_config(model),
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                "objective": objective.state_dict(), "history": history.state_dict(),
+                "model_class": type(model).__name__, "model_config": model_config(model), "model": model.state_dict(),
+                **{name: part.state_dict() for name, part in parts.items()}, "history": history.state_dict(),
                 "train_config": asdict(config), "rng": {"processes": processes},
             }
             if scaler.is_enabled():
                 payload["scaler"] = scaler.state_dict()
-            if adversary is not None:
-                payload["adversary"] = adversary.state_dict()
-                payload["adversary_optimizer"] = adversary_optimizer.state_dict()
             save_checkpoint(ckpt, payload)
         if world > 1:  # no process goes on (and perhaps resumes from the file) before rank 0 has written it
             torch.distributed.barrier()

@@ -46,22 +46,12 @@ MIN_FONT_POINTS = 10
 THUMBNAIL_INCHES = 0.75  # each image of an image grid: 75 pixels, nearly three times a 28-pixel image
 
 BOOK_STYLE = {
-    "figure.dpi": DPI,
-    "figure.figsize": (COLUMN_INCHES, 3.4),
-    "font.size": 11,
-    "axes.titlesize": 11,
-    "axes.labelsize": 11,
-    "xtick.labelsize": MIN_FONT_POINTS,
-    "ytick.labelsize": MIN_FONT_POINTS,
-    "legend.fontsize": MIN_FONT_POINTS,
-    "legend.title_fontsize": MIN_FONT_POINTS,
-    "figure.titlesize": 12,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
+    "figure.dpi": DPI, "figure.figsize": (COLUMN_INCHES, 3.4), "font.size": 11, "axes.titlesize": 11,
+    "axes.labelsize": 11, "xtick.labelsize": MIN_FONT_POINTS, "ytick.labelsize": MIN_FONT_POINTS,
+    "legend.fontsize": MIN_FONT_POINTS, "legend.title_fontsize": MIN_FONT_POINTS, "figure.titlesize": 12,
+    "axes.spines.top": False, "axes.spines.right": False,
     "axes.grid": False,  # a grid drawn over image tiles hides pixels; plots that need one turn it on (`grid`)
-    "grid.alpha": 0.3,
-    "legend.frameon": False,
-    "image.cmap": "gray",
+    "grid.alpha": 0.3, "legend.frameon": False, "image.cmap": "gray",
     "image.interpolation": "nearest",  # small images keep their pixels
     "savefig.pad_inches": 0.0,  # the inline backend saves with bbox_inches="tight": no margin beyond the column
 }
@@ -190,8 +180,7 @@ STYLE = f"""<style>
 
 
 def pixelated(widget: widgets.Widget) -> widgets.VBox:
-    """`widget` under style rules that enlarge its pictures without smoothing (and hide the tab bars of the
-    stacks that ipywidgets 7 builds from Tabs)."""
+    """`widget` under STYLE: pictures enlarged without smoothing, ipywidgets 7's stand-in stacks without tab bars."""
     box = widgets.VBox([widgets.HTML(STYLE), widget])
     box.add_class(PIXELATED)
     return box
@@ -226,10 +215,17 @@ def stack_under(slider: widgets.Widget, pages: list[widgets.Widget], trait: str 
 
 
 def position_slider(description: str, values: list[float], start: int | None = None) -> widgets.SelectionSlider:
-    """A slider over precomputed positions (the middle one first); its `index` picks the page, its readout
-    shows the value."""
+    """A slider over precomputed positions (the middle one first): its `index` picks the page, its readout the value."""
     return widgets.SelectionSlider(options=[(f"{v:.2f}", i) for i, v in enumerate(values)],
                                    index=len(values) // 2 if start is None else start, description=description)
+
+
+def _columns(controls: list[widgets.Widget], left_titles: list[str], left: widgets.Widget, right_titles: list[str],
+             right: widgets.Widget, width: int, scale: int, *between: widgets.Widget) -> widgets.VBox:
+    """Sliders, then `between` (a caption), then two columns of titled pictures, the right one beside the left."""
+    return widgets.VBox([widgets.HBox(controls), *between, widgets.HBox([
+        widgets.VBox([column_titles(left_titles, width, scale), left]),
+        widgets.VBox([column_titles(right_titles, width, scale), right], layout=BESIDE)])])
 
 
 # ---------------------------------------------------------------- the widgets
@@ -254,14 +250,8 @@ def sigma_explorer(sigma: Tensor, x1: Tensor, x2: Tensor, steps: int = 11, scale
     for s, a, b in zip(sigma, x1, x2):
         masks = [(1 - t) * 0.5 + t * s for t in alphas]
         blends.append(stack_under(alpha, [picture([m, blend(m, a, b)], scale) for m in masks], trait="index"))
-    width = sigma.shape[-1]
-    return pixelated(widgets.VBox([
-        widgets.HBox([image, alpha]),
-        widgets.HBox([
-            widgets.VBox([column_titles(list(SPLIT_ROWS), width, scale), parts]),
-            widgets.VBox([column_titles(["σₐ", "x̂ₐ"], width, scale), stack_under(image, blends)], layout=BESIDE),
-        ]),
-    ]))
+    return pixelated(_columns([image, alpha], list(SPLIT_ROWS), parts, ["σₐ", "x̂ₐ"], stack_under(image, blends),
+                              sigma.shape[-1], scale))
 
 
 @torch.no_grad()
@@ -305,15 +295,9 @@ def latent_explorer(model: nn.Module, images: Tensor, n_latents: int = 4, steps:
     latent = widgets.SelectionSlider(options=[(f"z{d}", i) for i, d in enumerate(latents)], description="latent")
     value = position_slider("value", values.tolist())
     walk_pages = [stack_under(value, pages[i * steps:(i + 1) * steps], trait="index") for i in range(n_latents)]
-    traversal = widgets.VBox([
-        widgets.HBox([latent, value]),
-        widgets.HTML("the code of x<sub>0</sub>, with the chosen latent set to the slider's value"),
-        widgets.HBox([
-            widgets.VBox([column_titles(["x_0"], width, scale), picture([images[0]], scale)]),
-            widgets.VBox([column_titles(names, width, scale), stack_under(latent, walk_pages, trait="index")],
-                         layout=BESIDE),
-        ]),
-    ])
+    traversal = _columns([latent, value], ["x_0"], picture([images[0]], scale), names,
+                         stack_under(latent, walk_pages, trait="index"), width, scale,
+                         widgets.HTML("the code of x<sub>0</sub>, with the chosen latent set to the slider's value"))
 
     pair = widgets.IntSlider(0, 0, len(starts) - 1, description="pair")
     t = position_slider("t", ts.tolist())
@@ -321,13 +305,8 @@ def latent_explorer(model: nn.Module, images: Tensor, n_latents: int = 4, steps:
     line_pages = [stack_under(t, pages[offset + i * steps:offset + (i + 1) * steps], trait="index")
                   for i in range(len(starts))]
     ends_shown = [picture([images[2 * i], images[2 * i + 1]], scale) for i in range(len(starts))]
-    interpolation = widgets.VBox([
-        widgets.HBox([pair, t]),
-        widgets.HBox([
-            widgets.VBox([column_titles(["x_a", "x_b"], width, scale), stack_under(pair, ends_shown)]),
-            widgets.VBox([column_titles(names, width, scale), stack_under(pair, line_pages)], layout=BESIDE),
-        ]),
-    ])
+    interpolation = _columns([pair, t], ["x_a", "x_b"], stack_under(pair, ends_shown), names,
+                             stack_under(pair, line_pages), width, scale)
     return pixelated(tabs([traversal, interpolation], ["traversal", "interpolation"]))
 
 
@@ -372,11 +351,5 @@ def modes_explorer(model: nn.Module, images: Tensor, how: str = "argmax", scale:
                                              widgets.HTML(caption(results[m], i))]) for m in modes], trait="index")
             for i in range(len(images))]
     given = [picture(enlarged(truth, i), scale) for i in range(len(images))]
-    return pixelated(widgets.VBox([
-        widgets.HBox([image, mode]),
-        widgets.HBox([
-            widgets.VBox([column_titles([f"{n}*" for n in level_names], size, scale), stack_under(image, given)]),
-            widgets.VBox([column_titles([*level_names[:-1], "x̂"], size, scale), stack_under(image, made)],
-                         layout=BESIDE),
-        ]),
-    ]))
+    return pixelated(_columns([image, mode], [f"{n}*" for n in level_names], stack_under(image, given),
+                              [*level_names[:-1], "x̂"], stack_under(image, made), size, scale))

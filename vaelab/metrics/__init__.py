@@ -9,17 +9,13 @@ eq-iwae and eq-bpd; the Split-VAE paper's §4.1, the self-supervised VAE paper's
     adversary          a discriminator's patch accuracy on held-out images (1/2: it has learned nothing)
     structure          parameters as Keras counts them; the share of a map's spectral energy at high frequencies
 
-One module per measure: frechet, inception (FID), classifier (the offline distance), latents (encoding, the
-ex-post GMM, inactive variables), likelihood, adversary, structure; and protocol, which applies them all to a
-trained model the same way. Everything is importable from `vaelab.metrics` directly.
-
-Every function takes image tensors in [0,1] (N x C x H x W) or a decode callable, so it measures a Split-VAE's
-x, x1, x2 or their mix as readily as a plain VAE's samples. Model passes run in eval mode without gradients, in
-batches, on the model's (or feature extractor's) device.
+One module per measure, and `protocol`, which applies them all to a trained model; everything is importable from
+`vaelab.metrics` directly. Every function takes image tensors in [0,1] (N x C x H x W) or a decode callable, so it
+measures a Split-VAE's x, x1, x2 or their mix as readily as a plain VAE's samples. Model passes run in eval mode
+without gradients, in batches, on the model's (or feature extractor's) device.
 """
 from .frechet import (FeatureStatistics, frechet_distance, frechet_distance_of_samples, FeatureExtractor,
-                      feature_statistics, frechet_distance_between, reference_statistics,
-                      weights_digest)
+                      feature_statistics, frechet_distance_between, reference_statistics, weights_digest)
 from .inception import (FIDWeightsUnavailableError, fid_weights_path, InceptionFeatures, fid_inception)
 from .classifier import (SmallClassifier, train_classifier, classifier_accuracy, ClassifierFeatures,
                          classifier_features)

@@ -5,8 +5,7 @@ from torch import Tensor, nn
 
 
 def patch_accuracy(real_logits: Tensor, generated_logits: Tensor) -> float:
-    """The share of patches called right (real: logit > 0, generated: logit < 0), both halves weighted equally;
-    1/2 is chance."""
+    """The share of patches called right (real: logit > 0, generated: < 0), both halves weighted equally."""
     return 0.5 * ((real_logits > 0).float().mean() + (generated_logits < 0).float().mean()).item()
 
 

@@ -31,7 +31,7 @@ class SmallClassifier(nn.Module):
 
 def train_classifier(images: Tensor, labels: Tensor, *, epochs: int = 3, batch_size: int = 128, lr: float = 1e-3,
                      seed: int = 0, device: str | torch.device | None = None) -> SmallClassifier:
-    """Cross-entropy training with Adam; a few epochs suffice for the features to separate the classes."""
+    """Cross-entropy training with Adam: a few epochs suffice for the features to separate the classes."""
     seed_everything(seed)
     device = torch.device(device) if device else pick_device()
     net = SmallClassifier(num_classes=int(labels.max()) + 1).to(device)
@@ -55,12 +55,9 @@ def classifier_accuracy(net: SmallClassifier, images: Tensor, labels: Tensor, ba
 
 
 class ClassifierFeatures(FeatureExtractor):
-    """Penultimate features of a SmallClassifier trained on a 28x28 dataset's labels.
-
-    The Frechet distance in these features measures sample quality offline and in seconds, but it is *not* the
-    FID: another network, other features, another scale. Its values are comparable only with each other.
-    32x32 inputs (the zero-padded images of the full recipe) are cropped back to their central 28x28.
-    """
+    """Penultimate features of a SmallClassifier trained on a 28x28 dataset's labels. The Frechet distance in them
+    measures sample quality offline and in seconds, but it is *not* the FID: its values compare only with each
+    other. 32x32 inputs (zero-padded 28x28 images) are cropped back to their central 28x28."""
 
     def __init__(self, classifier: SmallClassifier, dataset: str, test_accuracy: float):
         super().__init__()

@@ -27,12 +27,9 @@ def _weights_unavailable(problem: str) -> FIDWeightsUnavailableError:
 
 
 class InceptionFeatures(FeatureExtractor):
-    """The 2048-d pool features of pytorch-fid's InceptionV3: the Frechet distance in them is the FID.
-
-    Images are resized to 299x299 bilinearly and mapped to [-1, 1], exactly as pytorch-fid does; grey images are
-    repeated over three channels. weights_path: a local copy of the weights; None: the torch.hub cache, downloading
-    into it when the file is missing.
-    """
+    """The 2048-d pool features of pytorch-fid's InceptionV3 (the Frechet distance in them is the FID), of images
+    resized to 299x299 and mapped to [-1, 1] as pytorch-fid does. weights_path: a local copy of the weights; None:
+    the torch.hub cache, downloading into it when the file is missing."""
 
     dim = 2048
 
@@ -68,11 +65,9 @@ class InceptionFeatures(FeatureExtractor):
 
 
 def fid_inception(state_dict: dict) -> nn.Sequential:
-    """pytorch-fid's FID InceptionV3 up to its 2048-d average pool, built without downloading anything.
-
-    It is torchvision's InceptionV3 with pytorch-fid's TensorFlow-compatible blocks in place of nine of its own
-    (their average pools ignore the zero padding; the last block max-pools), as pytorch_fid.inception does.
-    """
+    """pytorch-fid's FID InceptionV3 up to its 2048-d average pool, built without downloading anything: torchvision's
+    InceptionV3 with pytorch-fid's TensorFlow-compatible blocks in place of nine of its own (their average pools
+    ignore the zero padding; the last block max-pools)."""
     net = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False, num_classes=1008)
     net.Mixed_5b, net.Mixed_5c, net.Mixed_5d = FIDInceptionA(192, 32), FIDInceptionA(256, 64), FIDInceptionA(288, 64)
     net.Mixed_6b, net.Mixed_6c = FIDInceptionC(768, 128), FIDInceptionC(768, 160)

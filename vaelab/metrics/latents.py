@@ -43,8 +43,7 @@ def decode(model: nn.Module, z: Tensor, decoder: Callable[[Tensor], Tensor] | No
 
 
 def paper_gmm_components(dataset: str) -> int:
-    """The Split-VAE paper's mixture size: 20 components for MNIST-like grey digits, 100 otherwise
-    (its Tables 1, 3 and 4)."""
+    """The Split-VAE paper's mixture size (its Tables 1, 3, 4): 20 for MNIST-like grey digits, 100 otherwise."""
     return 20 if dataset in ("mnist", "fashion-mnist", "digits") else 100
 
 
@@ -68,7 +67,7 @@ class LatentGMM:
             return cls(mixture.fit(codes.double().numpy()))
 
     def sample(self, n: int, seed: int = 0) -> Tensor:
-        """n codes, float32. sklearn returns them grouped by component; they are shuffled so any slice is fair."""
+        """n codes, float32, shuffled: sklearn returns them grouped by component."""
         previous, self.mixture.random_state = self.mixture.random_state, seed  # sklearn samples with its own seed
         try:
             z, _ = self.mixture.sample(n)
@@ -105,12 +104,9 @@ def fit_latent_gmm(model: nn.Module, images: Tensor, n_components: int, covarian
                    seed: int = 0, *, batch_size: int = 500, device: str | torch.device | None = None,
                    keep_in: str | os.PathLike | None = None) -> LatentGMM:
     """Fit the mixture to the posterior means mu(x) of `images` (the training set: the paper's code used test
-    images, which leaks the data the samples are then compared with).
-
-    keep_in: a folder where the fit is kept under a digest of everything it depends on (the model's class, code
-    and weights, the images, the settings) and loaded instead of refitted when asked again, as chapter 7 asks for
-    chapter 4's mixtures. EM with a fixed seed is deterministic, so a kept fit is the fit. A dry run fits a few
-    components (DRY_RUN_LIMITS), which its few codes can hold."""
+    images, which leaks the data the samples are then compared with). keep_in: a folder where the fit is kept under
+    a digest of everything it depends on (model class, code and weights, images, settings) and loaded when asked
+    again; EM with a fixed seed is deterministic, so a kept fit is the fit. A dry run fits a few components."""
     n_components = dry_run_cap("mixture_components", n_components)
     path = None
     if keep_in is not None:
@@ -162,8 +158,7 @@ class LatentStatistics:
 
 def latent_statistics(model: nn.Module, images: Tensor, threshold: float = 0.05, *, batch_size: int = 500,
                       device: str | torch.device | None = None) -> LatentStatistics:
-    """The Split-VAE code's collapse test (book chapter 2, beside eq-variance-law): j is inactive when
-    Var_x[mu_j(x)] < threshold."""
+    """The Split-VAE code's collapse test (book: eq-variance-law): j is inactive when Var_x[mu_j(x)] < threshold."""
     mu, logvar = encode(model, images, batch_size=batch_size, device=device)
     return LatentStatistics(mu.double().var(0, unbiased=False), logvar.double().exp().mean(0), threshold)
 
