@@ -25,6 +25,8 @@ class Recipe:
     name: str
     dataset: str
     model: object  # the model's config dataclass (VAEConfig for the VAE and the Split-VAE)
+    # The KL weight the experiment's objective is made with, under that objective's own name: the Split-VAE loss's
+    # beta, Rivera's kl_weight or global_weight. The self-supervised ELBO has no such weight (its recipes say 1.0).
     beta: float
     train: TrainConfig
     train_limit: int | None = None  # None: the whole training split
