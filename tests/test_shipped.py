@@ -69,6 +69,12 @@ def test_ship_writes_the_run_trained_longer_with_its_provenance(tmp_path, tiny, 
         del os.environ["VAELAB_SHIPPED"]
     assert "is not shipped" in shipped.prefer({"tiny": own}, directory=tmp_path / "nowhere").reason
 
+    # shipping fewer epochs than the run in <runs>/shipping already holds writes what that run is: 3 epochs, not 2
+    assert main(["ship", "tiny", "--epochs", "2", "--out", str(tmp_path / "again")]) == 0
+    again = load_checkpoint(tmp_path / "again" / path.name, shipped.SHIPPED_FORMAT)
+    assert again["epochs"] == 3
+    assert (again["steps"], again["recipe_steps"]) == (payload["steps"], payload["recipe_steps"])
+
 
 def test_a_stale_checkpoint_is_refused_naming_what_changed(tmp_path, tiny, capsys):
     out = tmp_path / "shipped"

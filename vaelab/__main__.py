@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                 run = experiment.train(progress=rank == 0)
             if rank == 0:
                 print("finished: " + "  ".join(f"{k} {v[-1]:.4g}" for k, v in run.history.epochs.items()))
-                checkpoint = experiment.checkpoint()
+                checkpoint = experiment.checkpoint(objective=run.objective)
                 print(f"checkpoint: {checkpoint}\n  measure it: python -m vaelab evaluate {checkpoint}")
         elif args.command == "shipped":
             print("| recipe | seed | epochs | steps (the page's run) | training | trained on | commit | MiB | status |")

@@ -184,8 +184,8 @@ def _load_idx(name: str, split: str, root: Path, download: bool) -> tuple[Tensor
             if all((system_dir / f"{file}.gz").is_file() for file in IDX_FILES):
                 _gunzip_idx_files(system_dir, raw)
                 break
-    _ensure(name, split, root, looked_in, lambda: _has_idx_files(raw), lambda: dataset_class(root, download=True),
-            download)
+    _ensure(name, split, root, looked_in, present=lambda: _has_idx_files(raw),
+            fetch=lambda: dataset_class(root, download=True), download=download)
 
     prefix = "train" if split == "train" else "t10k"
     files = f"{raw / prefix}-images-idx3-ubyte and {raw / prefix}-labels-idx1-ubyte"
@@ -227,8 +227,9 @@ def _load_cifar10(split: str, root: Path, download: bool) -> tuple[Tensor, Tenso
     CIFAR10 insists on the md5 sums of the real files; torchvision only downloads and extracts them."""
     folder = root / CIFAR10_FOLDER
     paths = [folder / batch for batch in CIFAR10_BATCHES["train"] + CIFAR10_BATCHES["test"]]
-    _ensure("cifar10", split, root, [f"{folder} (official python batches)"], lambda: all(p.is_file() for p in paths),
-            lambda: torchvision.datasets.CIFAR10(root, download=True), download)
+    _ensure("cifar10", split, root, [f"{folder} (official python batches)"],
+            present=lambda: all(p.is_file() for p in paths),
+            fetch=lambda: torchvision.datasets.CIFAR10(root, download=True), download=download)
 
     batches = [_read_cifar10_batch(folder / batch) for batch in CIFAR10_BATCHES[split]]
     return torch.cat([images for images, _ in batches]), torch.cat([labels for _, labels in batches])
@@ -275,8 +276,8 @@ def _load_celeba(split: str, root: Path, download: bool, limit: int | None) -> t
     if not images_dir.is_dir() and (folder / CELEBA_ZIP).is_file():
         _unzip_celeba(folder / CELEBA_ZIP, images_dir, root)
     _ensure("celeba", split, root, [f"{images_dir} (aligned JPEGs)", f"{partition_file} (official split)"],
-            lambda: images_dir.is_dir() and partition_file.is_file(),
-            lambda: torchvision.datasets.CelebA(root, split="all", download=True), download)
+            present=lambda: images_dir.is_dir() and partition_file.is_file(),
+            fetch=lambda: torchvision.datasets.CelebA(root, split="all", download=True), download=download)
 
     # The split's images that are actually on disk, so a partial download still works.
     on_disk = set(os.listdir(images_dir))
@@ -383,7 +384,7 @@ def _load_digits(split: str) -> tuple[Tensor, Tensor]:
 # ---------------------------------------------------------------- finding or downloading
 
 
-def _ensure(name, split, root, looked_in, present, fetch, download) -> None:
+def _ensure(name, split, root, looked_in, *, present, fetch, download) -> None:
     """Call `fetch` (a torchvision download) when `present()` is False and `download` allows; if the data is still
     missing, raise an error that says where we looked and how to get it."""
     download_error = None
@@ -397,8 +398,10 @@ def _ensure(name, split, root, looked_in, present, fetch, download) -> None:
         return
     if not download:
         tried = "not tried (download=False)"
+    elif download_error is not None:
+        tried = f"failed: {download_error!r}"
     else:
-        tried = f"failed: {download_error!r}" if download_error else "finished, but the files are still missing"
+        tried = "finished, but the files are still missing"
     lines = [f"{name} ({split} split) not found. Looked in:", *(f"  {place}" for place in looked_in),
              f"Download {tried}.", "To get it:", *(f"  {hint.format(root=root)}" for hint in HOW_TO_GET[name]),
              f"Or set the environment variable VAELAB_DATA to a data folder that has it (now using {root})."]

@@ -94,13 +94,15 @@ def compare(a, b, *, lower_is_better: bool = True, paired: bool | None = None,
     seeds, sets = min(len(a), len(b)), min(a.shape[1], b.shape[1])
     difference = float(a.mean() - b.mean()) if a.shape[1] == b.shape[1] else float(a.mean(1).mean() - b.mean(1).mean())
     if seeds >= 2:  # the seed means carry both noises
-        (se, df), how = _standard_error(a.mean(1), b.mean(1), paired), "seed" if paired else ""
+        se, df = _standard_error(a.mean(1), b.mean(1), paired)
+        how = "seed" if paired else ""
     else:  # one seed: only the sample sets' noise can be estimated
         if sets < 2 and about_training:  # nothing to estimate, and one seed decides no training outcome anyway
             return Comparison(difference, math.nan, math.nan, CANNOT_TELL, seeds, sets, _words(seeds, sets, ""))
         if sets < 2:
             raise ValueError("one seed and one sample set: no noise can be estimated; measure more sample sets")
-        (se, df), how = _standard_error(a[0], b[0], paired), set_noun if paired else ""
+        se, df = _standard_error(a[0], b[0], paired)
+        how = set_noun if paired else ""
     bar = float(stats.t.ppf(0.975, df))
     if seeds < 2 and about_training:
         verdict = CANNOT_TELL  # the seed spread is unknown, and a training outcome varies with the seed

@@ -122,8 +122,11 @@ def shipped_path(recipe: Recipe, model_class: type[nn.Module], tag: str = "", di
 
 def loss_on_test_batch(model: nn.Module, objective, recipe: Recipe) -> float:
     """The objective on the recipe's first test batch, with fixed noise: how `ship` checks the half-precision
-    weights, and how a test checks that a loaded checkpoint computes what the trained run computed."""
+    weights, and how a test checks that a loaded checkpoint computes what the trained run computed. Both networks
+    (the model, and an adversary whose term enters the loss) are put in eval mode."""
     images = recipe.load_data("test", limit=recipe.train.batch_size).images.to(next(model.parameters()).device)
+    if getattr(objective, "adversary", None) is not None:
+        objective.adversary.eval()
     torch.manual_seed(0)
     with torch.no_grad():
         return objective(model.eval(), images)["loss"].item()
@@ -154,7 +157,9 @@ def ship(experiment: Experiment, epochs: int, directory: Path = SHIPPED, experim
                                                                              test_images))
     seconds = time.perf_counter() - start
     model, history, objective = run.model, run.history, run.objective  # the objective as training left it
+    trained_epochs = len(history.epochs["loss"])  # not `epochs`: a dry run trains fewer, an older run more
     adversary = getattr(objective, "adversary", None)
+    adversary_state = None if adversary is None else {k: v.cpu() for k, v in adversary.state_dict().items()}
     parameters = dict(model.named_parameters())
     half = {k: v.cpu().half() if k in parameters else v.cpu() for k, v in model.state_dict().items()}
     rounded = copy.deepcopy(model)
@@ -168,8 +173,9 @@ def ship(experiment: Experiment, epochs: int, directory: Path = SHIPPED, experim
         "run": experiment.fields(objective), "run_digest": experiment.digest(objective),
         **provenance, "model_class": experiment.model_class.__name__, "model": half,
         "objective": objective.state_dict(),
-        "adversary": None if adversary is None else {k: v.cpu() for k, v in adversary.state_dict().items()},
-        "epochs": epochs, "steps": run.steps, "recipe_steps": run.steps // epochs * recipe.train.epochs,
+        "adversary": adversary_state,
+        "epochs": trained_epochs, "steps": run.steps,
+        "recipe_steps": run.steps // trained_epochs * recipe.train.epochs,
         "history": {part: {k: torch.tensor(v, dtype=torch.float32) for k, v in values.items()}
                     for part, values in history.state_dict().items()},
         "trained_on": machine(), "seconds_this_call": seconds,
