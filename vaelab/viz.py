@@ -220,12 +220,15 @@ def position_slider(description: str, values: list[float], start: int | None = N
                                    index=len(values) // 2 if start is None else start, description=description)
 
 
-def _columns(controls: list[widgets.Widget], left_titles: list[str], left: widgets.Widget, right_titles: list[str],
-             right: widgets.Widget, width: int, scale: int, *between: widgets.Widget) -> widgets.VBox:
-    """Sliders, then `between` (a caption), then two columns of titled pictures, the right one beside the left."""
-    return widgets.VBox([widgets.HBox(controls), *between, widgets.HBox([
-        widgets.VBox([column_titles(left_titles, width, scale), left]),
-        widgets.VBox([column_titles(right_titles, width, scale), right], layout=BESIDE)])])
+def _columns(controls: list[widgets.Widget], left: tuple[list[str], widgets.Widget],
+             right: tuple[list[str], widgets.Widget], width: int, scale: int,
+             caption: widgets.Widget | None = None) -> widgets.VBox:
+    """The sliders, a caption where given, then two columns of pictures under their titles (`left`, `right`:
+    (titles, pictures)), the right one beside the left."""
+    (left_titles, left_pictures), (right_titles, right_pictures) = left, right
+    return widgets.VBox([widgets.HBox(controls), *([caption] if caption is not None else []), widgets.HBox([
+        widgets.VBox([column_titles(left_titles, width, scale), left_pictures]),
+        widgets.VBox([column_titles(right_titles, width, scale), right_pictures], layout=BESIDE)])])
 
 
 # ---------------------------------------------------------------- the widgets
@@ -250,8 +253,8 @@ def sigma_explorer(sigma: Tensor, x1: Tensor, x2: Tensor, steps: int = 11, scale
     for s, a, b in zip(sigma, x1, x2):
         masks = [(1 - t) * 0.5 + t * s for t in alphas]
         blends.append(stack_under(alpha, [picture([m, blend(m, a, b)], scale) for m in masks], trait="index"))
-    return pixelated(_columns([image, alpha], list(SPLIT_ROWS), parts, ["σₐ", "x̂ₐ"], stack_under(image, blends),
-                              sigma.shape[-1], scale))
+    return pixelated(_columns([image, alpha], (list(SPLIT_ROWS), parts),
+                              (["σₐ", "x̂ₐ"], stack_under(image, blends)), sigma.shape[-1], scale))
 
 
 @torch.no_grad()
@@ -295,9 +298,10 @@ def latent_explorer(model: nn.Module, images: Tensor, n_latents: int = 4, steps:
     latent = widgets.SelectionSlider(options=[(f"z{d}", i) for i, d in enumerate(latents)], description="latent")
     value = position_slider("value", values.tolist())
     walk_pages = [stack_under(value, pages[i * steps:(i + 1) * steps], trait="index") for i in range(n_latents)]
-    traversal = _columns([latent, value], ["x_0"], picture([images[0]], scale), names,
-                         stack_under(latent, walk_pages, trait="index"), width, scale,
-                         widgets.HTML("the code of x<sub>0</sub>, with the chosen latent set to the slider's value"))
+    traversal = _columns([latent, value], (["x_0"], picture([images[0]], scale)),
+                         (names, stack_under(latent, walk_pages, trait="index")), width, scale,
+                         caption=widgets.HTML("the code of x<sub>0</sub>, with the chosen latent set to the "
+                                              "slider's value"))
 
     pair = widgets.IntSlider(0, 0, len(starts) - 1, description="pair")
     t = position_slider("t", ts.tolist())
@@ -305,8 +309,8 @@ def latent_explorer(model: nn.Module, images: Tensor, n_latents: int = 4, steps:
     line_pages = [stack_under(t, pages[offset + i * steps:offset + (i + 1) * steps], trait="index")
                   for i in range(len(starts))]
     ends_shown = [picture([images[2 * i], images[2 * i + 1]], scale) for i in range(len(starts))]
-    interpolation = _columns([pair, t], ["x_a", "x_b"], stack_under(pair, ends_shown), names,
-                             stack_under(pair, line_pages), width, scale)
+    interpolation = _columns([pair, t], (["x_a", "x_b"], stack_under(pair, ends_shown)),
+                             (names, stack_under(pair, line_pages)), width, scale)
     return pixelated(tabs([traversal, interpolation], ["traversal", "interpolation"]))
 
 
@@ -351,5 +355,5 @@ def modes_explorer(model: nn.Module, images: Tensor, how: str = "argmax", scale:
                                              widgets.HTML(caption(results[m], i))]) for m in modes], trait="index")
             for i in range(len(images))]
     given = [picture(enlarged(truth, i), scale) for i in range(len(images))]
-    return pixelated(_columns([image, mode], [f"{n}*" for n in level_names], stack_under(image, given),
-                              [*level_names[:-1], "x̂"], stack_under(image, made), size, scale))
+    return pixelated(_columns([image, mode], ([f"{n}*" for n in level_names], stack_under(image, given)),
+                              ([*level_names[:-1], "x̂"], stack_under(image, made)), size, scale))
