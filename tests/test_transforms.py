@@ -104,6 +104,8 @@ def test_clear_errors():
         transforms.downscale(eight_bit((1, 1, 7, 7)))
     with pytest.raises(ValueError, match=r"\[0,1\]"):
         transforms.downscale(torch.full((1, 1, 4, 4), 2.0))
+    with pytest.raises(ValueError, match="NaN"):
+        transforms.sketch(torch.full((1, 1, 4, 4), float("nan")))
     with pytest.raises(ValueError, match="N x C x H x W"):
         transforms.sketch(torch.zeros(4, 4))
     with pytest.raises(ValueError, match="only once"):

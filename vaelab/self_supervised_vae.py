@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from . import transforms
 from .distributions import dmol_channels, dmol_log_prob, dmol_sample, normal_log_prob, reparameterize
+from .images import check_images
 from .nn.densenet import DenselyDecoder, DenselyEncoder, DenselyNetwork, data_dependent_init, scale_factor
 from .priors import make_prior
 
@@ -191,9 +192,7 @@ class SelfSupervisedVAE(nn.Module):
         return math.prod(self.image_shapes[-1])
 
     def check_input(self, x: Tensor) -> None:
-        transforms.check_images(x)
-        if tuple(x.shape[1:]) != self.image_shapes[-1]:
-            raise ValueError(f"expected images N x {' x '.join(map(str, self.image_shapes[-1]))}, got {tuple(x.shape)}")
+        check_images(x, shape=self.image_shapes[-1], name="x")
         if not transforms.is_8bit(x):
             raise ValueError("the discretized logistic likelihood needs 8-bit images (values k/255); "
                              "use vaelab.transforms.quantize(x)")

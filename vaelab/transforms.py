@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms.v2.functional import gaussian_blur
 
+from .images import check_images
+
 LEVELS = 255  # 8-bit images take the values k / 255, k = 0..255
 TRANSFORMS = ("downscale", "sketch")
 SKETCH_SIGMA = 1.0  # the paper does not give the blur: our choice, a Gaussian of 1 pixel, 7x7 kernel
@@ -36,15 +38,6 @@ def is_8bit(x: Tensor, tolerance: float = 1e-4) -> bool:
     return bool(x.min() >= 0 and x.max() <= 1 and (scaled - scaled.round()).abs().max() <= tolerance)
 
 
-def check_images(x: Tensor, name: str = "x") -> None:
-    """Images must be float tensors N x C x H x W with values in [0,1], like every vaelab image."""
-    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
-        raise ValueError(f"{name} must be a float tensor N x C x H x W, got {getattr(x, 'shape', type(x))} "
-                         f"{getattr(x, 'dtype', '')}")
-    if x.numel() and (x.min() < 0 or x.max() > 1):
-        raise ValueError(f"{name} must lie in [0,1], found values in [{x.min().item():.3g}, {x.max().item():.3g}]")
-
-
 def downscale(x: Tensor) -> Tensor:
     """y = d(x): height and width halved, re-quantised to 8 bits.
 
@@ -58,7 +51,7 @@ def downscale(x: Tensor) -> Tensor:
     the exact mean (within half a level; Pillow's drifts up to about one). The ELBO's bound holds either way: y only
     has to be a deterministic 8-bit function of x (tests/test_transforms.py compares the two).
     """
-    check_images(x)
+    check_images(x, name="x")
     if x.shape[-2] % 2 or x.shape[-1] % 2:
         raise ValueError(f"downscale halves height and width, which must be even; got {tuple(x.shape[-2:])}")
     half = F.interpolate(x, scale_factor=0.5, mode="bilinear", antialias=True, align_corners=False)
@@ -84,7 +77,7 @@ def sketch(x: Tensor, sigma: float = SKETCH_SIGMA, invert: bool = False) -> Tens
     (edges, texture) stay dark. invert: dodge the negative 1 - x instead, for light objects on a dark background
     (Fashion-MNIST), so that their outlines come out as dark lines on white as in the paper's CelebA sketches.
     """
-    check_images(x)
+    check_images(x, name="x")
     g = grey(1 - x if invert else x) * LEVELS
     radius = math.ceil(3 * sigma)
     b = gaussian_blur(LEVELS - g, [2 * radius + 1] * 2, [sigma] * 2)  # reflect padding at the borders
