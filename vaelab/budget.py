@@ -106,9 +106,9 @@ class Cost:
         return self.seconds(gpu, precision) / 60
 
 
-def probe_images(channels: int, size: int, n: int = PROBE_BATCH, seed: int = 0) -> torch.Tensor:
+def probe_images(channels: int, size: int, n: int = PROBE_BATCH) -> torch.Tensor:
     """n random 8-bit images in [0,1] (k/255, which the discretised likelihoods require)."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(0)
     return torch.randint(0, 256, (n, channels, size, size), generator=generator).float() / 255
 
 
@@ -139,11 +139,10 @@ def sampling_flops(model: nn.Module, n: int) -> int:
     return count_flops(lambda: model.sample(1)) * n  # evaluation mode: no batch statistics, one image is exact
 
 
-def importance_flops(model: nn.Module, image_shape: tuple[int, int, int], images: int, k: int,
-                     log_likelihood=None) -> int:
+def importance_flops(model: nn.Module, image_shape: tuple[int, int, int], images: int, k: int) -> int:
     """FLOPs of vaelab.metrics.log_likelihood_bounds with k importance samples on `images` images: a part per
     image (the encoder) and a part per sample (the decoder), read off counts at k = 1 and k = 2."""
-    per_image, per_sample = _importance_parts(model, image_shape, log_likelihood)
+    per_image, per_sample = _importance_parts(model, image_shape)
     return (per_image + per_sample * k) * images
 
 
@@ -153,11 +152,11 @@ def encoding_flops(model: nn.Module, image_shape: tuple[int, int, int], images: 
     return _importance_parts(model, image_shape)[0] * images
 
 
-def _importance_parts(model: nn.Module, image_shape: tuple[int, int, int], log_likelihood=None) -> tuple[int, int]:
+def _importance_parts(model: nn.Module, image_shape: tuple[int, int, int]) -> tuple[int, int]:
     from .metrics.likelihood import gaussian_log_likelihood, log_likelihood_bounds
 
-    if log_likelihood is None and not hasattr(model, "log_importance_weights"):
-        log_likelihood = gaussian_log_likelihood(1.0)  # the likelihood's own cost is element-wise: not counted
+    # a model without its own importance weights needs a likelihood; its cost is element-wise: not counted
+    log_likelihood = None if hasattr(model, "log_importance_weights") else gaussian_log_likelihood(1.0)
     x = probe_images(image_shape[0], image_shape[1], n=1)
     one, two = (count_flops(lambda k=k: log_likelihood_bounds(model, x, log_likelihood, k=k, device="cpu"))
                 for k in (1, 2))

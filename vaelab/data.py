@@ -29,7 +29,6 @@ from PIL import Image
 from torchvision.transforms.v2.functional import InterpolationMode, resize
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "celeba", "digits")
-SPLITS = {name: ("train", "valid", "test") if name == "celeba" else ("train", "test") for name in DATASETS}
 
 # Folders where an operating-system package installs a dataset (checked after the data root).
 # A dict, not a constant inside a function, so tests can point it at their own folders.
@@ -37,6 +36,7 @@ SYSTEM_DIRS = {
     "mnist": [],
     "fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")],  # Debian: dataset-fashion-mnist
 }
+DOWNLOAD_TIMEOUT = 30.0  # seconds without an answer before a download gives up
 
 # The four files of an MNIST-style dataset, as torchvision expects them in <root>/<Class>/raw/.
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -59,6 +59,7 @@ SPLIT_SIZES = {
     "celeba": {"train": 162_770, "valid": 19_867, "test": 19_962},
     "digits": {"train": 1_437, "test": 360},
 }
+SPLITS = {name: tuple(sizes) for name, sizes in SPLIT_SIZES.items()}
 
 HOW_TO_GET = {
     "mnist": [
@@ -98,23 +99,19 @@ class ImageSet(NamedTuple):
     labels: Tensor  # int64, N class labels (CelebA: N x 40 attribute bits, N x 0 without the attribute file)
 
 
-DOWNLOAD_TIMEOUT = 30.0  # seconds without an answer before a download gives up
-
-
 def fid_weights_path() -> Path:
-    """Where pytorch-fid (through torch.hub) caches the FID weights (vaelab.metrics.InceptionFeatures):
-    $TORCH_HOME/hub/checkpoints/<file>."""
+    """Where torch.hub caches the FID weights (vaelab.metrics.InceptionFeatures): $TORCH_HOME/hub/checkpoints/<file>."""
     from pytorch_fid.inception import FID_WEIGHTS_URL  # imported here: pytorch-fid is slow to import
 
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(FID_WEIGHTS_URL).path).name
 
 
 @contextmanager
-def network_timeout(seconds: float | None = None):
-    """Give every socket opened inside a timeout: torchvision and torch.hub download with urllib and no timeout,
-    so a network that accepts a connection and never answers would hang a chapter for minutes."""
+def network_timeout():
+    """Give every socket opened inside DOWNLOAD_TIMEOUT: torchvision and torch.hub download with urllib and no
+    timeout, so a network that accepts a connection and never answers would hang a chapter for minutes."""
     previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT if seconds is None else seconds)
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
     try:
         yield
     finally:
@@ -181,7 +178,7 @@ def _load_idx(name: str, split: str, root: Path, download: bool) -> tuple[Tensor
     if not _has_idx_files(raw):
         for system_dir in SYSTEM_DIRS.get(name, []):
             looked_in.append(f"{system_dir} (system package)")
-            if all((system_dir / f"{file}.gz").is_file() for file in IDX_FILES):
+            if _has_idx_files(system_dir, ".gz"):
                 _gunzip_idx_files(system_dir, raw)
                 break
     _ensure(name, split, root, looked_in, present=lambda: _has_idx_files(raw),
@@ -198,9 +195,9 @@ def _load_idx(name: str, split: str, root: Path, download: bool) -> tuple[Tensor
     return dataset.data.unsqueeze(1), dataset.targets
 
 
-def _has_idx_files(raw: Path) -> bool:
+def _has_idx_files(folder: Path, suffix: str = "") -> bool:
     # torchvision needs all four files even to read one split.
-    return all((raw / file).is_file() for file in IDX_FILES)
+    return all((folder / f"{file}{suffix}").is_file() for file in IDX_FILES)
 
 
 def _gunzip_idx_files(source_dir: Path, raw: Path) -> None:
@@ -296,15 +293,14 @@ def _load_celeba(split: str, root: Path, download: bool, limit: int | None) -> t
             return cache["images"], cache["labels"]
 
     # Asked for a few images only: decode just those and leave the full cache for later.
-    if limit is not None and limit < len(names):
-        names = names[:limit]
-        cache_file = None
+    few = limit is not None and limit < len(names)
+    names = names[:limit]
     images = torch.zeros(len(names), 3, 64, 64, dtype=torch.uint8)  # filled in place: no second copy
     for i, name in enumerate(names):
         images[i] = _read_celeba64(images_dir / name)
     labels = (_read_attributes(attributes_file, names) if attributes_file.is_file()
               else torch.zeros(len(names), 0, dtype=torch.int64))
-    if cache_file is not None:
+    if not few:
         partial = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.partial")
         torch.save({"key": cache_key, "images": images, "labels": labels}, partial)
         os.replace(partial, cache_file)  # readers never see a half-written cache
@@ -387,21 +383,16 @@ def _load_digits(split: str) -> tuple[Tensor, Tensor]:
 def _ensure(name, split, root, looked_in, *, present, fetch, download) -> None:
     """Call `fetch` (a torchvision download) when `present()` is False and `download` allows; if the data is still
     missing, raise an error that says where we looked and how to get it."""
-    download_error = None
+    tried = "not tried (download=False)"
     if not present() and download:
+        tried = "finished, but the files are still missing"
         try:
             with network_timeout():
                 fetch()
         except Exception as error:  # any failure here just means "not available"; it is reported below
-            download_error = error
+            tried = f"failed: {error!r}"
     if present():
         return
-    if not download:
-        tried = "not tried (download=False)"
-    elif download_error is not None:
-        tried = f"failed: {download_error!r}"
-    else:
-        tried = "finished, but the files are still missing"
     lines = [f"{name} ({split} split) not found. Looked in:", *(f"  {place}" for place in looked_in),
              f"Download {tried}.", "To get it:", *(f"  {hint.format(root=root)}" for hint in HOW_TO_GET[name]),
              f"Or set the environment variable VAELAB_DATA to a data folder that has it (now using {root})."]

@@ -40,6 +40,10 @@ class Recipe:
             limit = min(limit if limit is not None else DRY_RUN_LIMITS["images"], DRY_RUN_LIMITS["images"])
         return data.load(self.dataset, split, pad_to_32=self.pad_to_32, limit=limit)
 
+    def with_train(self, **overrides) -> "Recipe":
+        """The same recipe with some of its training settings changed (TrainConfig's fields)."""
+        return replace(self, train=replace(self.train, **overrides))
+
 
 def runs_dir() -> Path:
     """Where experiments keep their checkpoints: $VAELAB_RUNS, else <data root>/runs; in a dry run its subfolder
@@ -89,7 +93,7 @@ class Experiment:
 
     def with_train(self, **overrides) -> "Experiment":
         """The same experiment with some of its training settings changed (TrainConfig's fields)."""
-        return replace(self, recipe=replace(self.recipe, train=replace(self.recipe.train, **overrides)))
+        return replace(self, recipe=self.recipe.with_train(**overrides))
 
     def seeded(self, seed: int) -> "Experiment":
         """The same experiment trained from another seed (initial weights, data order, noise, a PatchGAN's weights)."""

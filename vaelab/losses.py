@@ -208,7 +208,22 @@ def posterior_diagnostics(mu: Tensor, logvar: Tensor) -> dict[str, Tensor]:
             "sigma2": logvar.exp().mean().detach()}
 
 
-class HowToTrainLoss(Objective):
+class _WeightedTerms(Objective):
+    """An objective whose hyper-parameters and state are its terms' weights, `self.weights` by term name."""
+
+    weights: dict[str, float]
+
+    def settings(self) -> dict:
+        return {f"{name}_weight": value for name, value in self.weights.items()}
+
+    def state_dict(self) -> dict:
+        return {"weights": dict(self.weights)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.weights = dict(state["weights"])
+
+
+class HowToTrainLoss(_WeightedTerms):
     r"""Rivera's objective, as the original's `VAE_GAN.train_step` computes it, every weight an option:
 
         L_G = w_rec MAE(x, x_hat) + w_glob KL(N(m, s^2) || N(0, I)) + w_ind 1/B sum_b sum_j (sigma^2 - log sigma^2 - 1)
@@ -251,17 +266,11 @@ class HowToTrainLoss(Objective):
 
     def settings(self) -> dict:
         adversary = None if self.adversary is None else type(self.adversary).__name__
-        return {**{f"{name}_weight": value for name, value in self.weights.items()}, "adversary": adversary,
-                "adversary_lr": self.adversary_lr, "adversary_betas": list(self.adversary_betas)}
-
-    def state_dict(self) -> dict:
-        return {"weights": dict(self.weights)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.weights = dict(state["weights"])
+        return {**super().settings(), "adversary": adversary, "adversary_lr": self.adversary_lr,
+                "adversary_betas": list(self.adversary_betas)}
 
 
-class HowNotToTrainLoss(Objective):
+class HowNotToTrainLoss(_WeightedTerms):
     r"""The original's baseline (its `HowNOT_ToTrainYourVAE` notebook): the same network, the standard KL, L1:
 
         L = w_rec MAE(x, x_hat) + w_kl 1/B sum_b KL(q(z|x_b) || N(0, I))      (w_rec = 5000, w_kl = 1)
@@ -276,15 +285,6 @@ class HowNotToTrainLoss(Objective):
         kl = gaussian_kl(out.mu, out.logvar).mean()
         return {"loss": w["reconstruction"] * mae + w["kl"] * kl, "mae": mae.detach(), "kl": kl.detach(),
                 **posterior_diagnostics(out.mu, out.logvar)}
-
-    def settings(self) -> dict:
-        return {f"{name}_weight": value for name, value in self.weights.items()}
-
-    def state_dict(self) -> dict:
-        return {"weights": dict(self.weights)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.weights = dict(state["weights"])
 
 
 # ---------------------------------------------------------------- the self-supervised VAE (Gatopoulos & Tomczak)

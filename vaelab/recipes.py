@@ -57,7 +57,7 @@ def fashion_vae(mode: str | None = None, **train_overrides) -> Recipe:
         recipe = Recipe(f"fashion_vae_{mode}", "fashion-mnist", PRESETS["mnist"], PAPER_BETA["mnist"],
                         TrainConfig(epochs=BOOK_VAE_EPOCHS[mode], batch_size=100, lr=1e-3, precision="auto"),
                         pad_to_32=True)
-    return replace(recipe, train=replace(recipe.train, **train_overrides))
+    return recipe.with_train(**train_overrides)
 
 
 BOOK_VAE_EPOCHS = {"gpu": 5, "paper": 250}
@@ -103,7 +103,7 @@ def self_supervised(variant: str, mode: str | None = None, **train_overrides) ->
         recipe = Recipe(f"selfvae_{variant}_{mode}", "cifar10", SELF_SUPERVISED_PRESETS[f"cifar10_{variant}"], 1.0,
                         TrainConfig(epochs=1 if mode == "gpu" else 30, precision="auto", **SELF_SUPERVISED_TRAIN),
                         train_limit=30_000 if mode == "gpu" else None)
-    return replace(recipe, train=replace(recipe.train, **train_overrides))
+    return recipe.with_train(**train_overrides)
 
 
 def self_supervised_paper(variant: str) -> Experiment:
@@ -118,6 +118,7 @@ def self_supervised_paper(variant: str) -> Experiment:
     recipe = Recipe(f"selfvae_{variant}_cifar10", "cifar10", config, 1.0,
                     TrainConfig(epochs=1999, **SELF_SUPERVISED_TRAIN), train_limit=42_500)
     return Experiment(recipe, SelfSupervisedVAE, lambda _: SelfSupervisedELBO())
+
 
 def rivera_vae(mode: str | None = None, **train_overrides) -> Recipe:
     """Rivera's residual VAE (chapter 6), trained as the original: Adam with beta_1 = 0.5 and Keras' epsilon 1e-7.
@@ -140,7 +141,7 @@ def rivera_vae(mode: str | None = None, **train_overrides) -> Recipe:
     else:
         recipe = Recipe("how_to_train_paper", "celeba", how_to_train.PRESETS["celeba64"], 1.0,
                         TrainConfig(epochs=10, batch_size=64, lr=1e-4, precision="auto", **adam))
-    return replace(recipe, train=replace(recipe.train, **train_overrides))
+    return recipe.with_train(**train_overrides)
 
 
 # Chapter 6's ablation, each an objective for a recipe: the original's baseline, then its loss built up term by term.
@@ -154,8 +155,13 @@ HOW_TO_TRAIN_VARIANTS: dict[str, Callable[[Recipe], object]] = {
 }
 
 
-def _named(prefix: str, make: Callable[[str], Experiment]) -> dict[str, Callable[[], Experiment]]:
-    return {f"{prefix}-{budget}": (lambda budget=budget: make(budget)) for budget in BUDGETS}
+def _named(prefix: str, make: Callable[..., Experiment], variants=None) -> dict[str, Callable[[], Experiment]]:
+    """`make(budget)` named `<prefix>-<budget>` for each budget (book-vae-quick, ...); with `variants`,
+    `make(variant, budget)` named `<prefix>-<variant>-<budget>` (book-selfvae-2level-quick, ...)."""
+    if variants is None:
+        return {f"{prefix}-{budget}": (lambda budget=budget: make(budget)) for budget in BUDGETS}
+    return {f"{prefix}-{v}-{budget}": (lambda v=v, budget=budget: make(v, budget))
+            for v in variants for budget in BUDGETS}
 
 
 RECIPES: dict[str, Callable[[], Experiment]] = {
@@ -163,13 +169,11 @@ RECIPES: dict[str, Callable[[], Experiment]] = {
     **_named("book-splitvae", lambda m: Experiment(fashion_vae(m), SplitVAE)),
     **{f"splitvae-{d}": (lambda d=d: split_vae_paper(d)) for d in PAPER_EPOCHS},
     **{f"vae-{d}": (lambda d=d: split_vae_paper(d, VAE)) for d in PAPER_EPOCHS},
-    **{name: make for v in SELF_SUPERVISED_VARIANTS
-       for name, make in _named(f"book-selfvae-{v}", lambda m, v=v: Experiment(
-           self_supervised(v, m), SelfSupervisedVAE, lambda _: SelfSupervisedELBO())).items()},
+    **_named("book-selfvae", lambda v, m: Experiment(self_supervised(v, m), SelfSupervisedVAE,
+                                                     lambda _: SelfSupervisedELBO()), SELF_SUPERVISED_VARIANTS),
     **{f"selfvae-{v}-cifar10": (lambda v=v: self_supervised_paper(v)) for v in ("2level", "vae")},
-    **{name: make for v in HOW_TO_TRAIN_VARIANTS
-       for name, make in _named(f"book-howto-{v}", lambda m, v=v: Experiment(
-           rivera_vae(m), how_to_train.HowToTrainYourVAE, HOW_TO_TRAIN_VARIANTS[v], tag=f"_{v}")).items()},
+    **_named("book-howto", lambda v, m: Experiment(rivera_vae(m), how_to_train.HowToTrainYourVAE,
+                                                   HOW_TO_TRAIN_VARIANTS[v], tag=f"_{v}"), HOW_TO_TRAIN_VARIANTS),
 }
 
 # The book's runs were called "-full" before the gpu and paper budgets split them: the old names still resolve, to
@@ -211,10 +215,9 @@ def beta_sweep(beta: float, mode: str | None = None, **train_overrides) -> Recip
     mode = recipe_mode(mode)
     if mode == "paper":
         raise ValueError("chapter 3's beta sweep has quick and gpu budgets only")
-    recipe = fashion_vae(mode)
     images, epochs = (3_000, 2) if mode == "quick" else (10_000, 5)
-    return replace(recipe, name=f"{recipe.name}_beta_sweep", beta=beta, train_limit=images,
-                   train=replace(recipe.train, epochs=epochs, **train_overrides))
+    recipe = fashion_vae(mode, epochs=epochs, **train_overrides)
+    return replace(recipe, name=f"{recipe.name}_beta_sweep", beta=beta, train_limit=images)
 
 
 _SELFVAE_GPU = tuple(f"book-selfvae-{v}-gpu" for v in SELF_SUPERVISED_VARIANTS)
@@ -246,12 +249,11 @@ def more_latents(model_class: type[nn.Module] = VAE, mode: str | None = None) ->
     """Chapter 4's runs with four times the latent variables: chapter 2's network and loss with 4 L latents, on fewer
     images (the gpu budget's: GPU_SIZES[4]; quick: 2,000 images once in batches of 50)."""
     mode = recipe_mode(mode)
-    recipe = fashion_vae(mode)
     images, epochs, batch = ((2_000, 1, 50) if mode == "quick" else
                              (GPU_SIZES[4]["small_images"], GPU_SIZES[4]["small_epochs"], 100))
+    recipe = fashion_vae(mode, epochs=epochs, batch_size=batch)
     recipe = replace(recipe, name=f"{recipe.name}_latents_x4", train_limit=images,
-                     model=replace(recipe.model, latent_dim=4 * recipe.model.latent_dim),
-                     train=replace(recipe.train, epochs=epochs, batch_size=batch))
+                     model=replace(recipe.model, latent_dim=4 * recipe.model.latent_dim))
     return Experiment(recipe, model_class)
 
 
