@@ -53,7 +53,7 @@ def test_ship_writes_the_run_trained_longer_with_its_provenance(tmp_path, tiny, 
     assert shipped.loss_on_test_batch(loaded.model, objective, tiny.recipe) == pytest.approx(
         payload["test_batch_loss"]["float16"], rel=1e-6)
     assert loaded.history.epochs["loss"] == pytest.approx(run["history"]["epochs"]["loss"])
-    assert "3 epochs" in shipped.describe(payload) and "by vaelab" in shipped.describe(payload)
+    assert shipped.describe(payload) == f"trained 3 epochs on {payload['trained_on']}"
 
     # prefer: the shipped model in place of the page's run, with a sentence saying so
     own = tiny.train()
@@ -162,7 +162,7 @@ def test_the_books_opening_figure_is_drawn_from_the_shipped_checkpoints(tmp_path
     done = subprocess.run([sys.executable, str(script), str(tmp_path / "intro.png")], capture_output=True, text=True,
                           env={**os.environ, "MPLBACKEND": "Agg"})
     assert done.returncode == 0, done.stderr
-    assert re.search(r"the VAE's \d+ epochs.* the Split-VAE's \d+ epochs", done.stdout), done.stdout
+    assert re.search(r"the shipped VAE \(trained \d+ epochs.* Split-VAE \(trained \d+ epochs", done.stdout), done.stdout
     assert (tmp_path / "intro.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

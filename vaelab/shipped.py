@@ -189,10 +189,8 @@ def ship(experiment: Experiment, epochs: int, directory: Path = SHIPPED, experim
 
 
 def describe(payload: dict) -> str:
-    """How long a shipped run trained, where, and by which vaelab."""
-    commit = f" at commit {payload['git_commit']}" if payload["git_commit"] else ""
-    return (f"{payload['epochs']} epochs, {payload['steps']:,} steps where the page's run takes "
-            f"{payload['recipe_steps']:,}, on {payload['trained_on']}, by vaelab {payload['vaelab_version']}{commit}")
+    """How long a shipped run trained, and where, as a page says it (`python -m vaelab shipped` lists the commit)."""
+    return f"trained {payload['epochs']} epochs on {payload['trained_on']}"
 
 
 class Shipped:
@@ -310,7 +308,7 @@ def prefer(runs: dict[str, Trained], seeds: tuple[int, ...] | None = None, direc
             plural = "s" if len(runs) * len(wanted) > 1 else ""
             count = f"{len(wanted)} seed{'s' if len(wanted) > 1 else ''}"
             first = describe(shown[next(iter(runs))][0].payload)
-            return Shown(shown, "; ".join(why_not + [f"the shipped checkpoint{plural} ({count}): {first}"]))
+            return Shown(shown, "; ".join(why_not + [f"the shipped checkpoint{plural} ({count}), {first}"]))
         why_not.append(reason)
     return Shown(own, f"{mine}: {why_not[-1]}")
 

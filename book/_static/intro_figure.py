@@ -37,5 +37,5 @@ viz.show_split_rows(sigma, x1, x2, x, n=COLUMNS, ax=bottom, title="a Split-VAE's
 viz.colorbar(bottom.get_images()[0], bottom, "σ, the share of x̂₁ (top row)")
 out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).with_name("intro.png")
 fig.savefig(out, dpi=viz.DPI, bbox_inches="tight")
-print(f"wrote {out} from the VAE's {shipped.describe(vae.payload)} and the Split-VAE's "
-      f"{shipped.describe(split.payload)}")
+print(f"wrote {out} from the shipped VAE ({shipped.describe(vae.payload)}) and Split-VAE "
+      f"({shipped.describe(split.payload)})")
