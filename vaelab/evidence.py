@@ -6,9 +6,9 @@ the *training seed* of the model (its initial weights and the order it saw the d
 outcome ("this objective gives better samples") is a claim about the seed-to-seed distribution, so its noise must
 include the seed spread; the sample-set noise alone can be tiny while two seeds of the same arm disagree widely.
 
-The rule, for two arms A and B, each measured on S seeds x K sample sets (an array of shape (S, K), or (S,)):
+The rule, for two arms A and B, each measured on S seeds x R sample sets (an array of shape (S, R), or (S,)):
 
-    per seed:   a_s = mean_k A[s, k]                      (the sample-set noise is averaged into each seed's mean)
+    per seed:   a_s = mean_r A[s, r]                      (the sample-set noise is averaged into each seed's mean)
     difference: d = mean_s a_s - mean_s b_s
     paired (the same seeds in both arms):   SE = sd_s(a_s - b_s) / sqrt(S),            df = S - 1
     unpaired:   SE = sqrt(var_s(a_s)/S_A + var_s(b_s)/S_B),  df by Welch-Satterthwaite
