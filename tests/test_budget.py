@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from vaelab import budget, data, recipes
-from vaelab.experiment import Experiment
 
 
 class Linear2(nn.Module):
@@ -73,7 +72,7 @@ def test_estimates_scale_with_flops_steps_and_the_card():
         assert all(rates[p] < budget.PEAK_TFLOPS[gpu][p] for p in rates)
 
     quick = recipes.RECIPES["book-vae-quick"]()
-    longer = Experiment(recipes.fashion_vae("quick", epochs=6))
+    longer = quick.with_train(epochs=6)
     assert budget.training_steps(longer.recipe) == 2 * budget.training_steps(quick.recipe) == 600
     assert budget.experiment_cost(longer).training == 2 * budget.experiment_cost(quick).training
 

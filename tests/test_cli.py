@@ -14,7 +14,7 @@ from vaelab.train import TrainConfig
 @pytest.mark.filterwarnings("ignore:inception-fid")  # 16 samples, on purpose: the test is about the plumbing
 def test_train_then_evaluate_a_recipe(tmp_path, monkeypatch, capsys, tiny_config):
     monkeypatch.setenv("VAELAB_RUNS", str(tmp_path / "runs"))
-    tiny = Experiment(Recipe("tiny_digits", "digits", tiny_config, 1.0,
+    tiny = Experiment(Recipe("tiny_digits", "digits", tiny_config,
                              TrainConfig(epochs=1, batch_size=50, progress=False)))
     monkeypatch.setitem(recipes.RECIPES, "tiny", lambda: tiny)
     assert main(["train", "tiny"]) == 0
@@ -63,7 +63,7 @@ def test_a_self_supervised_checkpoint_is_evaluated_by_its_bits_per_dimension(tmp
         image_size=28, in_channels=1, latent_channels=2, latent_size=7, n_mix=2, prior="standard_normal",
         prior_options=(), top_encoder=(2, 1), top_decoder=(2, 1), encoder=(2, 1), prior_image=(2, 1),
         prior_latent=(2, 1, 1), prior_core=(2, 1, 1), decoder_latent=(2, 1), decoder_core=(2, 1, 1))
-    tiny = Experiment(Recipe("tiny_selfvae", "fashion-mnist", config, 1.0,
+    tiny = Experiment(Recipe("tiny_selfvae", "fashion-mnist", config,
                              TrainConfig(epochs=1, batch_size=50, optimizer="adamax", lr=2e-3, progress=False),
                              train_limit=100),
                       SelfSupervisedVAE, lambda recipe: SelfSupervisedELBO())

@@ -23,7 +23,7 @@ from vaelab.vae import VAE
 @pytest.fixture
 def tiny(tmp_path, monkeypatch, tiny_config):
     monkeypatch.setenv("VAELAB_RUNS", str(tmp_path / "runs"))
-    experiment = Experiment(Recipe("tiny_digits", "digits", tiny_config, 1.0,
+    experiment = Experiment(Recipe("tiny_digits", "digits", tiny_config,
                                    TrainConfig(epochs=1, batch_size=50, progress=False)))
     monkeypatch.setitem(recipes.RECIPES, "tiny", lambda: experiment)
     return experiment
@@ -192,7 +192,7 @@ def test_an_adversarial_run_ships_per_seed_with_its_discriminator_checked_every_
     monkeypatch.setenv("VAELAB_RUNS", str(tmp_path / "runs"))
     config = how_to_train.HowToTrainYourVAEConfig(image_size=8, in_channels=1, latent_dim=8, filters=4, stages=2,
                                                  discriminator_filters=(4, 1), discriminator_strides=(2, 1))
-    recipe = Recipe("tiny_gan", "digits", config, 1.0, TrainConfig(epochs=1, batch_size=50, progress=False),
+    recipe = Recipe("tiny_gan", "digits", config, TrainConfig(epochs=1, batch_size=50, progress=False),
                     train_limit=200)
     experiment = Experiment(recipe, how_to_train.HowToTrainYourVAE,
                             lambda r: HowToTrainLoss(how_to_train.patchgan(r.model, seed=r.train.seed)), tag="_gan")

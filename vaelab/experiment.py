@@ -25,13 +25,9 @@ class Recipe:
     name: str
     dataset: str
     model: object  # the model's config dataclass (VAEConfig for the VAE and the Split-VAE)
-    # The KL weight the experiment's objective is made with, under that objective's own name: the Split-VAE loss's
-    # beta, Rivera's kl_weight or global_weight. The self-supervised ELBO has no such weight (its recipes say 1.0).
-    beta: float
     train: TrainConfig
     train_limit: int | None = None  # None: the whole training split
     pad_to_32: bool = False
-    gamma_decay: float = 0.99  # the running-MSE decay of GammaBalance (the paper's 0.99)
 
     def load_data(self, split: str = "train", limit: int | None = None):
         """The recipe's images and labels; `limit` defaults to the recipe's own for the training split."""
@@ -52,9 +48,10 @@ def runs_dir() -> Path:
     return runs / "dry-run" if dry_run() else runs
 
 
-def split_vae_objective(recipe: Recipe) -> BalancedGaussianELBO:
-    """The Split-VAE paper's loss with the recipe's beta and gamma decay: what the VAE and the Split-VAE minimise."""
-    return BalancedGaussianELBO(beta=recipe.beta, gamma=GammaBalance(decay=recipe.gamma_decay))
+def split_vae_loss(beta: float = 1.0, gamma_decay: float = 0.99) -> Callable[[Recipe], BalancedGaussianELBO]:
+    """The Split-VAE paper's loss, what its VAE and Split-VAE minimise, as an experiment's objective: KL weight
+    `beta` (1: the negative ELBO), gamma the running MSE decaying with `gamma_decay` (the paper's 0.99)."""
+    return lambda recipe: BalancedGaussianELBO(beta=beta, gamma=GammaBalance(decay=gamma_decay))
 
 
 @dataclass
@@ -79,7 +76,8 @@ class Experiment:
 
     recipe: Recipe
     model_class: type[nn.Module] = VAE
-    objective: Callable[[Recipe], object] = split_vae_objective  # a fresh objective for a recipe
+    # A fresh objective for the recipe, with its own settings (the Split-VAE loss's beta, Rivera's kl_weight...)
+    objective: Callable[[Recipe], object] = split_vae_loss()
     tag: str = ""  # told apart in the run's file name: runs of one recipe with different objectives
 
     def __post_init__(self):
