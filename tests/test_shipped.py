@@ -51,7 +51,7 @@ def test_ship_writes_the_run_trained_longer_with_its_provenance(tmp_path, tiny, 
     objective = tiny.make_objective()
     objective.load_state_dict(payload["objective"])
     assert shipped.loss_on_test_batch(loaded.model, objective, tiny.recipe) == pytest.approx(
-        payload["test_batch_loss"]["float16"], rel=1e-6)
+        stored_loss(payload), rel=1e-6)
     assert loaded.history.epochs["loss"] == pytest.approx(run["history"]["epochs"]["loss"])
     assert shipped.describe(payload) == f"trained 3 epochs on {payload['trained_on']}"
 
@@ -101,6 +101,27 @@ def test_an_experiment_is_given_a_function_that_makes_its_objective(tiny):
         replace(tiny, objective=BalancedGaussianELBO(beta=1.0))
 
 
+def stored_loss(payload: dict) -> float:
+    """The test-batch loss `ship` measured with the weights as the file stores them (half precision, or float32)."""
+    half = any(value.dtype == torch.float16 for value in payload["model"].values())
+    return payload["test_batch_loss"]["float16" if half else "float32"]
+
+
+def test_weights_whose_half_precision_moves_the_loss_too_far_are_shipped_in_float32(tmp_path, tiny, monkeypatch):
+    monkeypatch.setattr(shipped, "HALF_PRECISION_TOLERANCE", 0.0)  # no rounding is small enough
+    path = shipped.ship(tiny, 2, tmp_path / "shipped", experiment_name="tiny")
+    payload = load_checkpoint(path, shipped.SHIPPED_FORMAT)
+    run = load_checkpoint(tiny.checkpoint(tmp_path / "runs" / "shipping"))
+    assert payload["test_batch_loss"]["float16"] != payload["test_batch_loss"]["float32"]
+    for name, value in payload["model"].items():  # the trained weights, bit for bit
+        assert value.dtype == run["model"][name].dtype and torch.equal(value, run["model"][name])
+    loaded = shipped.load(tiny, VAE(tiny.recipe.model), directory=tmp_path / "shipped")
+    objective = tiny.make_objective()
+    objective.load_state_dict(payload["objective"])
+    assert shipped.loss_on_test_batch(loaded.model, objective, tiny.recipe) == pytest.approx(
+        payload["test_batch_loss"]["float32"], rel=1e-6)
+
+
 def test_ship_must_train_longer_than_the_recipe(tmp_path, tiny, capsys):
     assert main(["ship", "tiny", "--epochs", "1", "--out", str(tmp_path)]) == 2
     assert "must train longer than the recipe's 1 epochs" in capsys.readouterr().err
@@ -127,7 +148,7 @@ def test_every_shipped_checkpoint_is_current_and_computes_what_it_was_trained_to
     if payload["adversary"] is not None:
         objective.adversary.load_state_dict(payload["adversary"])
     assert shipped.loss_on_test_batch(loaded.model, objective, experiment.recipe) == pytest.approx(
-        payload["test_batch_loss"]["float16"], rel=1e-5)
+        stored_loss(payload), rel=1e-5)
 
 
 def test_runs_compared_together_are_swapped_only_together_and_at_every_seed_asked(tmp_path, tiny):

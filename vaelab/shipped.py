@@ -6,7 +6,7 @@ vaelab (the README's "Shipped checkpoints" says how they are made and shown).
 
 A shipped checkpoint is the page's run but for its epochs. One whose run fields or model code (`code_digests`)
 differ from the installed vaelab's is stale: `load` refuses it and names what changed. Weights are stored in half
-precision; `ship` refuses a checkpoint whose loss on a test batch moves by more than 1e-3 (relative) through that.
+precision where that moves the loss on a test batch by at most 1e-3 (relative), else in float32.
 """
 import ast
 import copy
@@ -121,7 +121,7 @@ def shipped_path(recipe: Recipe, model_class: type[nn.Module], tag: str = "", di
 
 
 def loss_on_test_batch(model: nn.Module, objective, recipe: Recipe) -> float:
-    """The objective on the recipe's first test batch, with fixed noise: how `ship` checks the half-precision
+    """The objective on the recipe's first test batch, with fixed noise: how `ship` checks half-precision
     weights, and how a test checks that a loaded checkpoint computes what the trained run computed. Both networks
     (the model, and an adversary whose term enters the loss) are put in eval mode."""
     images = recipe.load_data("test", limit=recipe.train.batch_size).images.to(next(model.parameters()).device)
@@ -161,17 +161,18 @@ def ship(experiment: Experiment, epochs: int, directory: Path = SHIPPED, experim
     adversary = getattr(objective, "adversary", None)
     adversary_state = None if adversary is None else {k: v.cpu() for k, v in adversary.state_dict().items()}
     parameters = dict(model.named_parameters())
-    half = {k: v.cpu().half() if k in parameters else v.cpu() for k, v in model.state_dict().items()}
+    trained = {k: v.cpu() for k, v in model.state_dict().items()}
+    half = {k: v.half() if k in parameters else v for k, v in trained.items()}
     rounded = copy.deepcopy(model)
     rounded.load_state_dict({k: v.float() if k in parameters else v for k, v in half.items()})
     loss_full, loss_half = loss_on_test_batch(model, objective, recipe), loss_on_test_batch(rounded, objective, recipe)
-    if abs(loss_half - loss_full) > HALF_PRECISION_TOLERANCE * abs(loss_full):
-        raise ValueError(f"half-precision weights move the loss on a test batch from {loss_full:.6g} to "
-                         f"{loss_half:.6g}, more than {HALF_PRECISION_TOLERANCE:.0e} relative; not shipped")
+    # Half precision halves the file; where its rounding moves the loss by more than the tolerance (it adds up
+    # through a deep residual network: Rivera's moved 1.2e-3 in one run, 3e-4 in another) the weights stay float32.
+    weights = half if abs(loss_half - loss_full) <= HALF_PRECISION_TOLERANCE * abs(loss_full) else trained
     payload = {
         "format": SHIPPED_FORMAT, "experiment": experiment_name, "seed": recipe.train.seed,
         "run": experiment.fields(objective), "run_digest": experiment.digest(objective),
-        **provenance, "model_class": experiment.model_class.__name__, "model": half,
+        **provenance, "model_class": experiment.model_class.__name__, "model": weights,
         "objective": objective.state_dict(),
         "adversary": adversary_state,
         "epochs": trained_epochs, "steps": run.steps,
