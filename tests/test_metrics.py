@@ -331,6 +331,9 @@ def test_latent_statistics_count_variables_whose_mean_ignores_the_image(tiny_con
     np.testing.assert_allclose(stats.mean_variance, mu.var(0), rtol=1e-6, atol=1e-12)
     np.testing.assert_allclose(stats.posterior_variance, np.exp(logvar).mean(0), rtol=1e-6)
     np.testing.assert_allclose(stats.variance_law, mu.var(0) + np.exp(logvar).mean(0), rtol=1e-6)
+    of_codes = metrics.LatentStatistics.of_codes(*metrics.encode(model, digits[0], batch_size=100))  # encoded once
+    assert torch.equal(of_codes.mean_variance, stats.mean_variance) and of_codes.num_inactive == 2
+    assert torch.equal(of_codes.posterior_variance, stats.posterior_variance)
 
 
 # ---------------------------------------------------------------- log-likelihood

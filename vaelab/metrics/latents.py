@@ -141,6 +141,12 @@ class LatentStatistics:
     posterior_variance: Tensor  # E_x[sigma_j^2(x)]: how uncertain the encoder is on average
     threshold: float
 
+    @classmethod
+    def of_codes(cls, mu: Tensor, logvar: Tensor, threshold: float = 0.05) -> "LatentStatistics":
+        """The statistics of codes already encoded (`encode`'s mu and log sigma^2): a page that needs the codes
+        too encodes once."""
+        return cls(mu.double().var(0, unbiased=False), logvar.double().exp().mean(0), threshold)
+
     @property
     def variance_law(self) -> Tensor:
         """Var(mu_j) + E[sigma_j^2], which is the variance of the aggregate posterior and should be ~1 = Var_p(z_j)."""
@@ -159,7 +165,6 @@ class LatentStatistics:
 def latent_statistics(model: nn.Module, images: Tensor, threshold: float = 0.05, *, batch_size: int = 500,
                       device: str | torch.device | None = None) -> LatentStatistics:
     """The Split-VAE code's collapse test (book: eq-variance-law): j is inactive when Var_x[mu_j(x)] < threshold."""
-    mu, logvar = encode(model, images, batch_size=batch_size, device=device)
-    return LatentStatistics(mu.double().var(0, unbiased=False), logvar.double().exp().mean(0), threshold)
+    return LatentStatistics.of_codes(*encode(model, images, batch_size=batch_size, device=device), threshold)
 
 
